@@ -1,0 +1,88 @@
+#include "quant/weight_types.h"
+
+#include <cctype>
+#include <string>
+
+#include "common/error.h"
+#include "quant/block_structs.h"
+
+namespace decollama {
+
+namespace {
+
+#define GEOMETRY_ONLY nullptr, nullptr, GGMLType::F32, { nullptr, nullptr, nullptr }
+
+// One row per GGML type. Rows without kernels still give the geometry the GGUF reader needs
+// to validate a file holding that type.
+const WeightTypeTraits kWeightTypes[] = {
+    {"f32", GGMLType::F32, 1, 4, GEOMETRY_ONLY},
+    {"f16", GGMLType::F16, 1, 2, GEOMETRY_ONLY},
+    {"bf16", GGMLType::BF16, 1, 2, GEOMETRY_ONLY},
+    {"q4_0", GGMLType::Q4_0, QK4_0, sizeof(block_q4_0), GEOMETRY_ONLY},
+    {"q4_1", GGMLType::Q4_1, QK4_1, sizeof(block_q4_1), GEOMETRY_ONLY},
+    {"q5_0", GGMLType::Q5_0, QK5_0, sizeof(block_q5_0), GEOMETRY_ONLY},
+    {"q5_1", GGMLType::Q5_1, QK5_1, sizeof(block_q5_1), GEOMETRY_ONLY},
+    {"q8_0", GGMLType::Q8_0, QK8_0, sizeof(block_q8_0), GEOMETRY_ONLY},
+    {"q8_1", GGMLType::Q8_1, QK8_1, sizeof(block_q8_1), GEOMETRY_ONLY},
+    {"q2_K", GGMLType::Q2_K, QK_K, 84, GEOMETRY_ONLY},
+    {"q3_K", GGMLType::Q3_K, QK_K, 110, GEOMETRY_ONLY},
+    {"q4_K", GGMLType::Q4_K, QK_K, sizeof(block_q4_K), GEOMETRY_ONLY},
+    {"q5_K", GGMLType::Q5_K, QK_K, sizeof(block_q5_K), GEOMETRY_ONLY},
+    {"q6_K", GGMLType::Q6_K, QK_K, sizeof(block_q6_K), GEOMETRY_ONLY},
+    {"q8_K", GGMLType::Q8_K, QK_K, sizeof(block_q8_K), GEOMETRY_ONLY},
+    {"iq2_xxs", GGMLType::IQ2_XXS, QK_K, 66, GEOMETRY_ONLY},
+    {"iq2_xs", GGMLType::IQ2_XS, QK_K, 74, GEOMETRY_ONLY},
+    {"iq3_xxs", GGMLType::IQ3_XXS, QK_K, 98, GEOMETRY_ONLY},
+    {"iq1_s", GGMLType::IQ1_S, QK_K, 50, GEOMETRY_ONLY},
+    {"iq4_nl", GGMLType::IQ4_NL, 32, 18, GEOMETRY_ONLY},
+    {"iq3_s", GGMLType::IQ3_S, QK_K, 110, GEOMETRY_ONLY},
+    {"iq2_s", GGMLType::IQ2_S, QK_K, 82, GEOMETRY_ONLY},
+    {"iq4_xs", GGMLType::IQ4_XS, QK_K, 136, GEOMETRY_ONLY},
+    {"i8", GGMLType::I8, 1, 1, GEOMETRY_ONLY},
+    {"i16", GGMLType::I16, 1, 2, GEOMETRY_ONLY},
+    {"i32", GGMLType::I32, 1, 4, GEOMETRY_ONLY},
+    {"i64", GGMLType::I64, 1, 8, GEOMETRY_ONLY},
+    {"f64", GGMLType::F64, 1, 8, GEOMETRY_ONLY},
+    {"iq1_m", GGMLType::IQ1_M, QK_K, 56, GEOMETRY_ONLY},
+    {"tq1_0", GGMLType::TQ1_0, QK_K, 54, GEOMETRY_ONLY},
+    {"tq2_0", GGMLType::TQ2_0, QK_K, 66, GEOMETRY_ONLY},
+    {"mxfp4", GGMLType::MXFP4, 32, 17, GEOMETRY_ONLY},
+};
+#undef GEOMETRY_ONLY
+
+bool iequals(const char* a, const char* b) {
+    for (; *a && *b; ++a, ++b)
+        if (std::tolower(static_cast<unsigned char>(*a)) != std::tolower(static_cast<unsigned char>(*b)))
+            return false;
+    return *a == *b;
+}
+
+}  // namespace
+
+const WeightTypeTraits* find_weight_type(uint32_t type_id) {
+    for (const auto& t : kWeightTypes)
+        if (static_cast<uint32_t>(t.type) == type_id) return &t;
+    return nullptr;
+}
+
+const WeightTypeTraits* find_weight_type(const char* name) {
+    for (const auto& t : kWeightTypes)
+        if (iequals(t.name, name)) return &t;
+    return nullptr;
+}
+
+const WeightTypeTraits& weight_type(GGMLType type) {
+    const WeightTypeTraits* t = find_weight_type(static_cast<uint32_t>(type));
+    if (t == nullptr || t->dequantize_row == nullptr)
+        throw InvalidArgument(std::string("tensor type ") + (t ? t->name : std::to_string(uint32_t(type))) +
+                              " is not supported for computation");
+    return *t;
+}
+
+VecDotFn vec_dot_for(const WeightTypeTraits& t, CpuPath path) {
+    for (int p = static_cast<int>(path); p >= 0; --p)
+        if (t.vec_dot[p] != nullptr) return t.vec_dot[p];
+    return nullptr;
+}
+
+}  // namespace decollama

@@ -1,0 +1,14 @@
+"""decollama: a llama.cpp-style LLM inference runtime with low-bit KV-cache block formats."""
+from ._native import core as _core
+from .gguf_file import GGUFError  # GGUFFile: added by the reader work
+
+__version__ = _core.system_info()["version"]
+
+
+def system_info() -> dict:
+    """Version, compiler, CPU features, the CPU kernel path in use (DECOLLAMA_CPU=scalar|avx2|avx512
+    forces one), whether CUDA was compiled in and the GPUs seen."""
+    return _core.system_info()
+
+
+__all__ = ["GGUFFile", "GGUFError", "system_info", "__version__"]

@@ -1,0 +1,1 @@
+"""Command-line tools (console scripts and `python -m decollama.tools.<name>`)."""
