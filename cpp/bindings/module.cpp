@@ -17,6 +17,6 @@ NB_MODULE(_core, m) {
         }
     });
     decollama::py::bind_system(m);
-    // decollama::py::bind_gguf(m);
+    decollama::py::bind_gguf(m);
     // decollama::py::bind_quant(m);
 }

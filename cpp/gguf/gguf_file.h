@@ -51,10 +51,16 @@ struct GGUFTensorInfo {
 };
 
 class MappedFile;  // RAII read-only mmap
+class ByteCursor;  // bounds-checked reads (reader internals)
 
 class GGUFFile {
 public:
+    // Maps the file read-only and parses it.
     explicit GGUFFile(const std::string& path);
+    // Parses a GGUF image held in memory (fuzzing, tests). The bytes are borrowed: the caller
+    // keeps them alive and unchanged for the lifetime of this object. `name` stands in for
+    // the path in error messages.
+    GGUFFile(const uint8_t* bytes, size_t size, const std::string& name);
     ~GGUFFile();
     GGUFFile(const GGUFFile&) = delete;
     GGUFFile& operator=(const GGUFFile&) = delete;
@@ -63,7 +69,7 @@ public:
     uint32_t version() const { return version_; }
     uint64_t alignment() const { return alignment_; }
     uint64_t data_offset() const { return data_offset_; }
-    uint64_t file_size() const;
+    uint64_t file_size() const { return size_; }
 
     // Metadata in file order.
     const std::vector<std::pair<std::string, GGUFValue>>& metadata() const { return metadata_; }
@@ -95,8 +101,16 @@ public:
     const GGUFTensorInfo& tensor(const std::string& name) const;       // throws GGUFError
 
 private:
+    void parse();
+    void read_metadata(ByteCursor& cur, uint64_t kv_count);
+    void read_tensor_infos(ByteCursor& cur, uint64_t tensor_count);
+    void apply_alignment();
+    void place_tensor_data();
+
     std::string path_;
-    std::unique_ptr<MappedFile> map_;
+    std::unique_ptr<MappedFile> map_;  // null when parsing borrowed memory
+    const uint8_t* bytes_ = nullptr;   // the whole file image: the mapping or the borrowed bytes
+    uint64_t size_ = 0;
     uint32_t version_ = 0;
     uint64_t alignment_ = 32;
     uint64_t data_offset_ = 0;
