@@ -19,4 +19,5 @@ NB_MODULE(_core, m) {
     decollama::py::bind_system(m);
     decollama::py::bind_gguf(m);
     // decollama::py::bind_quant(m);
+    decollama::py::bind_sampling(m);
 }
