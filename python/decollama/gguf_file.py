@@ -53,12 +53,13 @@ class GGUFFile:
         return self._core_file().metadata()
 
     def dequantize(self, name: str) -> np.ndarray:
-        """The tensor as a new float32 array of shape `tensors[name].shape`."""
-        return self._core_file().dequantize(name)
+        """The tensor as a new float32 array of shape `tensors[name].shape`. A type without
+        dequantize kernels raises GGUFError naming the tensor and the type."""
+        return self._core_file().dequantize(self._known(name))
 
     def raw(self, name: str) -> np.ndarray:
         """Read-only uint8 view of the tensor's stored bytes (zero copy; keeps the mapping alive)."""
-        return self._core_file().raw(name)
+        return self._core_file().raw(self._known(name))
 
     def close(self) -> None:
         """Drops this object's hold on the mapping; arrays from `raw` keep it until they go."""
@@ -72,6 +73,11 @@ class GGUFFile:
 
     def __repr__(self) -> str:
         return f"GGUFFile({self.path!r}, version={self.version}, tensors={len(self.tensors)})"
+
+    def _known(self, name: str) -> str:
+        if name not in self.tensors:
+            raise KeyError(f"{self.path}: no tensor named {name!r}")
+        return name
 
     def _core_file(self) -> Any:
         if self._file is None:
