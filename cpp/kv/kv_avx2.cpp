@@ -1,0 +1,144 @@
+// AVX2 attention kernels of the KV formats (see kv_simd.h).
+#include <immintrin.h>
+
+#include "kv/kv_simd.h"
+#include "quant/block_structs.h"
+
+namespace decollama {
+
+namespace {
+
+float hsum(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+__m256 load_f16x8(const uint16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+
+float f16_to_f32(uint16_t h) { return _cvtsh_ss(h); }
+
+// ---- f16 ------------------------------------------------------------------------------------
+
+// K keys per pass share each load of q.
+template <int K>
+void f16_scores_keys(const float* q, const uint16_t* k, int64_t head_dim, float* s) {
+    __m256 acc[K];
+    for (int r = 0; r < K; ++r) acc[r] = _mm256_setzero_ps();
+    int64_t d = 0;
+    for (; d + 8 <= head_dim; d += 8) {
+        const __m256 qv = _mm256_loadu_ps(q + d);
+        for (int r = 0; r < K; ++r) acc[r] = _mm256_fmadd_ps(qv, load_f16x8(k + r * head_dim + d), acc[r]);
+    }
+    for (int r = 0; r < K; ++r) {
+        float sum = hsum(acc[r]);
+        for (int64_t e = d; e < head_dim; ++e) sum += q[e] * f16_to_f32(k[r * head_dim + e]);
+        s[r] = sum;
+    }
+}
+
+// out[d0, d0 + 8R) += sum_j p[j] v[j][d0, d0 + 8R): R accumulators stay in registers over the tile.
+template <int R>
+void f16_accumulate_chunk(const float* p, const uint16_t* v, int64_t head_dim, int64_t n, float* out) {
+    __m256 acc[R];
+    for (int r = 0; r < R; ++r) acc[r] = _mm256_loadu_ps(out + 8 * r);
+    for (int64_t j = 0; j < n; ++j, v += head_dim) {
+        const __m256 pj = _mm256_set1_ps(p[j]);
+        for (int r = 0; r < R; ++r) acc[r] = _mm256_fmadd_ps(pj, load_f16x8(v + 8 * r), acc[r]);
+    }
+    for (int r = 0; r < R; ++r) _mm256_storeu_ps(out + 8 * r, acc[r]);
+}
+
+// ---- 32-element blocks with an fp16 scale (q8_0, q4_0) ---------------------------------------
+
+void decode_block(const block_q8_0& b, __m256 x[4]) {
+    for (int r = 0; r < 4; ++r)
+        x[r] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(b.qs + 8 * r))));
+}
+
+void decode_block(const block_q4_0& b, __m256 x[4]) {
+    const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b.qs));
+    const __m128i mask = _mm_set1_epi8(0x0F), eight = _mm_set1_epi8(8);
+    const __m128i lo = _mm_sub_epi8(_mm_and_si128(bytes, mask), eight);                     // elements 0..15
+    const __m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(bytes, 4), mask), eight);  // elements 16..31
+    x[0] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo));
+    x[1] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8)));
+    x[2] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi));
+    x[3] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8)));
+}
+
+template <class Block>
+void block32_scores(const float* q, const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n, float* s) {
+    const int64_t n_blocks = head_dim / 32;
+    const Block* k = reinterpret_cast<const Block*>(stream) + t * n_blocks;
+    for (int64_t j = 0; j < n; ++j) {
+        __m256 acc = _mm256_setzero_ps();
+        for (int64_t b = 0; b < n_blocks; ++b, ++k) {
+            __m256 x[4];
+            decode_block(*k, x);
+            const float* qb = q + 32 * b;
+            __m256 dot = _mm256_mul_ps(_mm256_loadu_ps(qb), x[0]);
+            for (int r = 1; r < 4; ++r) dot = _mm256_fmadd_ps(_mm256_loadu_ps(qb + 8 * r), x[r], dot);
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_to_f32(k->d)), dot, acc);
+        }
+        s[j] = hsum(acc);
+    }
+}
+
+template <class Block>
+void block32_accumulate(const float* p, const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n, float* out) {
+    const int64_t n_blocks = head_dim / 32;
+    const Block* v = reinterpret_cast<const Block*>(stream) + t * n_blocks;
+    for (int64_t b = 0; b < n_blocks; ++b) {
+        __m256 acc[4];
+        for (int r = 0; r < 4; ++r) acc[r] = _mm256_loadu_ps(out + 32 * b + 8 * r);
+        for (int64_t j = 0; j < n; ++j) {
+            const Block& blk = v[j * n_blocks + b];
+            __m256 x[4];
+            decode_block(blk, x);
+            const __m256 w = _mm256_set1_ps(p[j] * f16_to_f32(blk.d));
+            for (int r = 0; r < 4; ++r) acc[r] = _mm256_fmadd_ps(w, x[r], acc[r]);
+        }
+        for (int r = 0; r < 4; ++r) _mm256_storeu_ps(out + 32 * b + 8 * r, acc[r]);
+    }
+}
+
+}  // namespace
+
+void kv_f16_scores_avx2(const float* q, const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n, float* s) {
+    const uint16_t* k = reinterpret_cast<const uint16_t*>(stream) + t * head_dim;
+    int64_t j = 0;
+    for (; j + 4 <= n; j += 4) f16_scores_keys<4>(q, k + j * head_dim, head_dim, s + j);
+    for (; j < n; ++j) f16_scores_keys<1>(q, k + j * head_dim, head_dim, s + j);
+}
+
+void kv_f16_accumulate_avx2(const float* p, const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n,
+                            float* out) {
+    const uint16_t* v = reinterpret_cast<const uint16_t*>(stream) + t * head_dim;
+    int64_t d = 0;
+    for (; d + 32 <= head_dim; d += 32) f16_accumulate_chunk<4>(p, v + d, head_dim, n, out + d);
+    for (; d + 8 <= head_dim; d += 8) f16_accumulate_chunk<1>(p, v + d, head_dim, n, out + d);
+    for (; d < head_dim; ++d)
+        for (int64_t j = 0; j < n; ++j) out[d] += p[j] * f16_to_f32(v[j * head_dim + d]);
+}
+
+void kv_q8_0_scores_avx2(const float* q, const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n, float* s) {
+    block32_scores<block_q8_0>(q, stream, head_dim, t, n, s);
+}
+
+void kv_q8_0_accumulate_avx2(const float* p, const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n,
+                             float* out) {
+    block32_accumulate<block_q8_0>(p, stream, head_dim, t, n, out);
+}
+
+void kv_q4_0_scores_avx2(const float* q, const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n, float* s) {
+    block32_scores<block_q4_0>(q, stream, head_dim, t, n, s);
+}
+
+void kv_q4_0_accumulate_avx2(const float* p, const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n,
+                             float* out) {
+    block32_accumulate<block_q4_0>(p, stream, head_dim, t, n, out);
+}
+
+}  // namespace decollama

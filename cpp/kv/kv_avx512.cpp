@@ -1,0 +1,139 @@
+// AVX-512 attention kernels of the KV formats (see kv_simd.h): the AVX2 ones at 16 lanes.
+// GCC 12's AVX-512 headers raise false -W(maybe-)uninitialized warnings (GCC PR 105593).
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ == 12
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#include <immintrin.h>
+
+#include "kv/kv_simd.h"
+#include "quant/block_structs.h"
+
+namespace decollama {
+
+namespace {
+
+__m512 load_f16x16(const uint16_t* p) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+
+float f16_to_f32(uint16_t h) { return _cvtsh_ss(h); }
+
+// ---- f16 ------------------------------------------------------------------------------------
+
+template <int K>
+void f16_scores_keys(const float* q, const uint16_t* k, int64_t head_dim, float* s) {
+    __m512 acc[K];
+    for (int r = 0; r < K; ++r) acc[r] = _mm512_setzero_ps();
+    int64_t d = 0;
+    for (; d + 16 <= head_dim; d += 16) {
+        const __m512 qv = _mm512_loadu_ps(q + d);
+        for (int r = 0; r < K; ++r) acc[r] = _mm512_fmadd_ps(qv, load_f16x16(k + r * head_dim + d), acc[r]);
+    }
+    for (int r = 0; r < K; ++r) {
+        float sum = _mm512_reduce_add_ps(acc[r]);
+        for (int64_t e = d; e < head_dim; ++e) sum += q[e] * f16_to_f32(k[r * head_dim + e]);
+        s[r] = sum;
+    }
+}
+
+template <int R>
+void f16_accumulate_chunk(const float* p, const uint16_t* v, int64_t head_dim, int64_t n, float* out) {
+    __m512 acc[R];
+    for (int r = 0; r < R; ++r) acc[r] = _mm512_loadu_ps(out + 16 * r);
+    for (int64_t j = 0; j < n; ++j, v += head_dim) {
+        const __m512 pj = _mm512_set1_ps(p[j]);
+        for (int r = 0; r < R; ++r) acc[r] = _mm512_fmadd_ps(pj, load_f16x16(v + 16 * r), acc[r]);
+    }
+    for (int r = 0; r < R; ++r) _mm512_storeu_ps(out + 16 * r, acc[r]);
+}
+
+// ---- 32-element blocks with an fp16 scale (q8_0, q4_0) ---------------------------------------
+
+void decode_block(const block_q8_0& b, __m512 x[2]) {
+    for (int r = 0; r < 2; ++r)
+        x[r] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b.qs + 16 * r))));
+}
+
+void decode_block(const block_q4_0& b, __m512 x[2]) {
+    const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b.qs));
+    const __m128i mask = _mm_set1_epi8(0x0F), eight = _mm_set1_epi8(8);
+    x[0] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_sub_epi8(_mm_and_si128(bytes, mask), eight)));
+    x[1] = _mm512_cvtepi32_ps(
+        _mm512_cvtepi8_epi32(_mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(bytes, 4), mask), eight)));
+}
+
+template <class Block>
+void block32_scores(const float* q, const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n, float* s) {
+    const int64_t n_blocks = head_dim / 32;
+    const Block* k = reinterpret_cast<const Block*>(stream) + t * n_blocks;
+    for (int64_t j = 0; j < n; ++j) {
+        __m512 acc = _mm512_setzero_ps();
+        for (int64_t b = 0; b < n_blocks; ++b, ++k) {
+            __m512 x[2];
+            decode_block(*k, x);
+            const float* qb = q + 32 * b;
+            const __m512 dot = _mm512_fmadd_ps(_mm512_loadu_ps(qb + 16), x[1], _mm512_mul_ps(_mm512_loadu_ps(qb), x[0]));
+            acc = _mm512_fmadd_ps(_mm512_set1_ps(f16_to_f32(k->d)), dot, acc);
+        }
+        s[j] = _mm512_reduce_add_ps(acc);
+    }
+}
+
+template <class Block>
+void block32_accumulate(const float* p, const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n, float* out) {
+    const int64_t n_blocks = head_dim / 32;
+    const Block* v = reinterpret_cast<const Block*>(stream) + t * n_blocks;
+    for (int64_t b = 0; b < n_blocks; ++b) {
+        __m512 acc0 = _mm512_loadu_ps(out + 32 * b), acc1 = _mm512_loadu_ps(out + 32 * b + 16);
+        for (int64_t j = 0; j < n; ++j) {
+            const Block& blk = v[j * n_blocks + b];
+            __m512 x[2];
+            decode_block(blk, x);
+            const __m512 w = _mm512_set1_ps(p[j] * f16_to_f32(blk.d));
+            acc0 = _mm512_fmadd_ps(w, x[0], acc0);
+            acc1 = _mm512_fmadd_ps(w, x[1], acc1);
+        }
+        _mm512_storeu_ps(out + 32 * b, acc0);
+        _mm512_storeu_ps(out + 32 * b + 16, acc1);
+    }
+}
+
+}  // namespace
+
+void kv_f16_scores_avx512(const float* q, const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n, float* s) {
+    const uint16_t* k = reinterpret_cast<const uint16_t*>(stream) + t * head_dim;
+    int64_t j = 0;
+    for (; j + 4 <= n; j += 4) f16_scores_keys<4>(q, k + j * head_dim, head_dim, s + j);
+    for (; j < n; ++j) f16_scores_keys<1>(q, k + j * head_dim, head_dim, s + j);
+}
+
+void kv_f16_accumulate_avx512(const float* p, const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n,
+                              float* out) {
+    const uint16_t* v = reinterpret_cast<const uint16_t*>(stream) + t * head_dim;
+    int64_t d = 0;
+    for (; d + 64 <= head_dim; d += 64) f16_accumulate_chunk<4>(p, v + d, head_dim, n, out + d);
+    for (; d + 16 <= head_dim; d += 16) f16_accumulate_chunk<1>(p, v + d, head_dim, n, out + d);
+    for (; d < head_dim; ++d)
+        for (int64_t j = 0; j < n; ++j) out[d] += p[j] * f16_to_f32(v[j * head_dim + d]);
+}
+
+void kv_q8_0_scores_avx512(const float* q, const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n, float* s) {
+    block32_scores<block_q8_0>(q, stream, head_dim, t, n, s);
+}
+
+void kv_q8_0_accumulate_avx512(const float* p, const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n,
+                               float* out) {
+    block32_accumulate<block_q8_0>(p, stream, head_dim, t, n, out);
+}
+
+void kv_q4_0_scores_avx512(const float* q, const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n, float* s) {
+    block32_scores<block_q4_0>(q, stream, head_dim, t, n, s);
+}
+
+void kv_q4_0_accumulate_avx512(const float* p, const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n,
+                               float* out) {
+    block32_accumulate<block_q4_0>(p, stream, head_dim, t, n, out);
+}
+
+}  // namespace decollama

@@ -1,0 +1,56 @@
+#include "kv/kv_cache.h"
+
+#include <string>
+
+#include "common/error.h"
+
+namespace decollama {
+
+namespace {
+
+void check_fits(const KVFormat& f, int64_t head_dim, const char* what) {
+    if (head_dim % f.dim_block != 0)
+        throw InvalidArgument(std::string("KV cache format ") + f.name + " needs a " + what + " head size that is a multiple of " +
+                              std::to_string(f.dim_block) + ", the model's is " + std::to_string(head_dim));
+}
+
+}  // namespace
+
+KVCache::KVCache(int64_t n_ctx, int64_t n_head_kv, int64_t head_dim_k, int64_t head_dim_v,
+                 std::vector<KVLayerFormats> formats)
+    : n_ctx_(n_ctx), n_head_kv_(n_head_kv), head_dim_k_(head_dim_k), head_dim_v_(head_dim_v), formats_(std::move(formats)) {
+    if (n_ctx <= 0) throw InvalidArgument("n_ctx must be > 0");
+    for (const KVLayerFormats& lf : formats_) {
+        check_fits(*lf.k, head_dim_k, "key");
+        check_fits(*lf.v, head_dim_v, "value");
+        layer_offsets_.push_back(bytes_);
+        k_stride_.push_back(kv_stream_bytes(*lf.k, head_dim_k, n_ctx));
+        v_stride_.push_back(kv_stream_bytes(*lf.v, head_dim_v, n_ctx));
+        bytes_ += size_t(n_head_kv) * (k_stride_.back() + v_stride_.back());
+    }
+    base_.reset(new uint8_t[bytes_]);
+}
+
+void KVCache::store(int64_t layer, int64_t pos, int64_t n, const float* k, const float* v) {
+    const KVFormat& kf = k_format(layer);
+    const KVFormat& vf = v_format(layer);
+    for (int64_t h = 0; h < n_head_kv_; ++h) {
+        kf.append(k + h * head_dim_k_, n_head_kv_ * head_dim_k_, n, k_stream(layer, h), head_dim_k_, pos);
+        vf.append(v + h * head_dim_v_, n_head_kv_ * head_dim_v_, n, v_stream(layer, h), head_dim_v_, pos);
+    }
+}
+
+double KVCache::layer_bytes_per_token(int64_t layer) const {
+    const KVFormat& kf = k_format(layer);
+    const KVFormat& vf = v_format(layer);
+    return double(n_head_kv_) * (double(kf.block_bytes(head_dim_k_)) / double(kf.tokens_per_block) +
+                                 double(vf.block_bytes(head_dim_v_)) / double(vf.tokens_per_block));
+}
+
+double KVCache::bytes_per_token() const {
+    double total = 0.0;
+    for (int64_t il = 0; il < n_layer(); ++il) total += layer_bytes_per_token(il);
+    return total;
+}
+
+}  // namespace decollama

@@ -1,0 +1,65 @@
+// The KV-cache format traits table: one row per storage format of cached keys or values.
+//
+// The cache keeps, per layer and KV head, one "stream" for K and one for V: the tokens of that
+// head in position order, laid out as the format decides. Attention touches a stream only
+// through the row's fused kernels, which read the stored blocks directly (no fp32 copy of the
+// cache):
+//   scores     s[j]  = q · k[t + j]              for a tile of keys
+//   accumulate out  += sum_j p[j] * v[t + j]     for a tile of values
+// A format may group tokens (tokens_per_block > 1, e.g. per-channel scales over 32 tokens);
+// attention tiles start at multiples of kKVTileTokens, a multiple of every tokens_per_block, so
+// a tile never splits a block. Adding a format = one kv_<name>.cpp (+ SIMD kernels in
+// kv_avx2.cpp / kv_avx512.cpp) and one row in kv_format.cpp.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/cpu_features.h"
+
+namespace decollama {
+
+// Keys / values per attention tile.
+constexpr int64_t kKVTileTokens = 64;
+
+// Stores n rows (row i at rows + i * row_stride) as tokens [t, t + n) of a stream.
+using KVAppendFn = void (*)(const float* rows, int64_t row_stride, int64_t n, uint8_t* stream, int64_t head_dim,
+                            int64_t t);
+// Decodes tokens [t, t + n) of a stream into out (n rows of head_dim): tests and inspection.
+using KVReadFn = void (*)(const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n, float* out);
+// s[j] = q · k[t + j] for j < n.
+using KVScoresFn = void (*)(const float* q, const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n,
+                            float* s);
+// out[d] += sum_j p[j] * v[t + j][d] for j < n.
+using KVAccumulateFn = void (*)(const float* p, const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n,
+                                float* out);
+
+struct KVFormat {
+    const char* name;
+    int64_t dim_block;         // head_dim must be a multiple of this (quant block along head_dim)
+    int64_t tokens_per_block;  // storage granularity along tokens; divides kKVTileTokens
+    // Bytes of tokens_per_block tokens of one head; even, so streams packed back to back keep
+    // their fp16 fields 2-byte aligned.
+    size_t (*block_bytes)(int64_t head_dim);
+    KVAppendFn append;
+    KVReadFn read;
+    KVScoresFn scores[kNumCpuPaths];          // per CpuPath; null falls back to a lower path
+    KVAccumulateFn accumulate[kNumCpuPaths];
+};
+
+// Row by name, nullptr when unknown.
+const KVFormat* find_kv_format(const std::string& name);
+// Row by name; InvalidArgument listing the valid names when unknown.
+const KVFormat& kv_format(const std::string& name);
+std::vector<std::string> kv_format_names();
+
+// Bytes of a stream holding n tokens (whole blocks).
+size_t kv_stream_bytes(const KVFormat& f, int64_t head_dim, int64_t n_tokens);
+// Storage bits per cached element.
+double kv_bits_per_element(const KVFormat& f, int64_t head_dim);
+// The kernels for a path, falling back to lower paths where a SIMD kernel is missing.
+KVScoresFn kv_scores_for(const KVFormat& f, CpuPath path);
+KVAccumulateFn kv_accumulate_for(const KVFormat& f, CpuPath path);
+
+}  // namespace decollama

@@ -1,0 +1,34 @@
+// AVX2 and AVX-512 attention kernels of the KV formats (KVScoresFn / KVAccumulateFn contracts
+// of kv_format.h). They equal the scalar kernels up to float summation order. The *_avx2 ones
+// need AVX2+FMA+F16C, the *_avx512 ones AVX-512 F/BW/VL/DQ too; x86-64 builds only.
+#pragma once
+#include <cstdint>
+
+namespace decollama {
+
+#if defined(DECOLLAMA_X86)
+
+#define DECOLLAMA_DECLARE_KV_SIMD(format, isa)                                                              \
+    void kv_##format##_scores_##isa(const float* q, const uint8_t* stream, int64_t head_dim, int64_t t,       \
+                                    int64_t n, float* s);                                                    \
+    void kv_##format##_accumulate_##isa(const float* p, const uint8_t* stream, int64_t head_dim, int64_t t,   \
+                                        int64_t n, float* out);
+
+DECOLLAMA_DECLARE_KV_SIMD(f16, avx2)
+DECOLLAMA_DECLARE_KV_SIMD(f16, avx512)
+DECOLLAMA_DECLARE_KV_SIMD(q8_0, avx2)
+DECOLLAMA_DECLARE_KV_SIMD(q8_0, avx512)
+DECOLLAMA_DECLARE_KV_SIMD(q4_0, avx2)
+DECOLLAMA_DECLARE_KV_SIMD(q4_0, avx512)
+#undef DECOLLAMA_DECLARE_KV_SIMD
+
+// The SIMD slots of a KVFormat row: {scalar, DECOLLAMA_KV_SIMD(kv_f16_scores)}.
+#define DECOLLAMA_KV_SIMD(fn) fn##_avx2, fn##_avx512
+
+#else
+
+#define DECOLLAMA_KV_SIMD(fn) nullptr, nullptr
+
+#endif  // DECOLLAMA_X86
+
+}  // namespace decollama
