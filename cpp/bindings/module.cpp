@@ -18,6 +18,7 @@ NB_MODULE(_core, m) {
     });
     decollama::py::bind_system(m);
     decollama::py::bind_gguf(m);
-    // decollama::py::bind_quant(m);
+    decollama::py::bind_quant(m);
     decollama::py::bind_sampling(m);
+    decollama::py::bind_tokenizer(m);
 }

@@ -5,6 +5,8 @@
 
 #include "common/error.h"
 #include "quant/block_structs.h"
+#include "quant/dot_simd.h"
+#include "quant/scalar_kernels.h"
 
 namespace decollama {
 
@@ -13,23 +15,38 @@ namespace {
 #define GEOMETRY_ONLY nullptr, nullptr, GGMLType::F32, { nullptr, nullptr, nullptr }
 
 // One row per GGML type. Rows without kernels still give the geometry the GGUF reader needs
-// to validate a file holding that type.
+// to validate a file holding that type. Kernel rows: dequantize, quantize (nullptr for the
+// K-quant weights, quantized offline), the activation format, and the dots per CpuPath
+// {scalar, AVX2, AVX-512}. q8_1 and q8_K are activation formats: no dot of their own.
 const WeightTypeTraits kWeightTypes[] = {
-    {"f32", GGMLType::F32, 1, 4, GEOMETRY_ONLY},
-    {"f16", GGMLType::F16, 1, 2, GEOMETRY_ONLY},
-    {"bf16", GGMLType::BF16, 1, 2, GEOMETRY_ONLY},
-    {"q4_0", GGMLType::Q4_0, QK4_0, sizeof(block_q4_0), GEOMETRY_ONLY},
-    {"q4_1", GGMLType::Q4_1, QK4_1, sizeof(block_q4_1), GEOMETRY_ONLY},
-    {"q5_0", GGMLType::Q5_0, QK5_0, sizeof(block_q5_0), GEOMETRY_ONLY},
-    {"q5_1", GGMLType::Q5_1, QK5_1, sizeof(block_q5_1), GEOMETRY_ONLY},
-    {"q8_0", GGMLType::Q8_0, QK8_0, sizeof(block_q8_0), GEOMETRY_ONLY},
-    {"q8_1", GGMLType::Q8_1, QK8_1, sizeof(block_q8_1), GEOMETRY_ONLY},
+    {"f32", GGMLType::F32, 1, 4,
+     dequantize_row_f32, quantize_row_f32, GGMLType::F32, {vec_dot_f32_scalar, DECOLLAMA_SIMD_DOTS(f32)}},
+    {"f16", GGMLType::F16, 1, 2,
+     dequantize_row_f16, quantize_row_f16, GGMLType::F32, {vec_dot_f16_scalar, DECOLLAMA_SIMD_DOTS(f16)}},
+    {"bf16", GGMLType::BF16, 1, 2,
+     dequantize_row_bf16, quantize_row_bf16, GGMLType::F32, {vec_dot_bf16_scalar, DECOLLAMA_SIMD_DOTS(bf16)}},
+    {"q4_0", GGMLType::Q4_0, QK4_0, sizeof(block_q4_0),
+     dequantize_row_q4_0, quantize_row_q4_0, GGMLType::Q8_0, {vec_dot_q4_0_scalar, DECOLLAMA_SIMD_DOTS(q4_0)}},
+    {"q4_1", GGMLType::Q4_1, QK4_1, sizeof(block_q4_1),
+     dequantize_row_q4_1, quantize_row_q4_1, GGMLType::Q8_1, {vec_dot_q4_1_scalar, DECOLLAMA_SIMD_DOTS(q4_1)}},
+    {"q5_0", GGMLType::Q5_0, QK5_0, sizeof(block_q5_0),
+     dequantize_row_q5_0, quantize_row_q5_0, GGMLType::Q8_0, {vec_dot_q5_0_scalar, DECOLLAMA_SIMD_DOTS(q5_0)}},
+    {"q5_1", GGMLType::Q5_1, QK5_1, sizeof(block_q5_1),
+     dequantize_row_q5_1, quantize_row_q5_1, GGMLType::Q8_1, {vec_dot_q5_1_scalar, DECOLLAMA_SIMD_DOTS(q5_1)}},
+    {"q8_0", GGMLType::Q8_0, QK8_0, sizeof(block_q8_0),
+     dequantize_row_q8_0, quantize_row_q8_0, GGMLType::Q8_0, {vec_dot_q8_0_scalar, DECOLLAMA_SIMD_DOTS(q8_0)}},
+    {"q8_1", GGMLType::Q8_1, QK8_1, sizeof(block_q8_1),
+     dequantize_row_q8_1, quantize_row_q8_1, GGMLType::Q8_1, {nullptr, nullptr, nullptr}},
     {"q2_K", GGMLType::Q2_K, QK_K, 84, GEOMETRY_ONLY},
     {"q3_K", GGMLType::Q3_K, QK_K, 110, GEOMETRY_ONLY},
-    {"q4_K", GGMLType::Q4_K, QK_K, sizeof(block_q4_K), GEOMETRY_ONLY},
-    {"q5_K", GGMLType::Q5_K, QK_K, sizeof(block_q5_K), GEOMETRY_ONLY},
-    {"q6_K", GGMLType::Q6_K, QK_K, sizeof(block_q6_K), GEOMETRY_ONLY},
-    {"q8_K", GGMLType::Q8_K, QK_K, sizeof(block_q8_K), GEOMETRY_ONLY},
+    {"q4_K", GGMLType::Q4_K, QK_K, sizeof(block_q4_K),
+     dequantize_row_q4_K, nullptr, GGMLType::Q8_K, {vec_dot_q4_K_scalar, DECOLLAMA_SIMD_DOTS(q4_K)}},
+    {"q5_K", GGMLType::Q5_K, QK_K, sizeof(block_q5_K),
+     dequantize_row_q5_K, nullptr, GGMLType::Q8_K, {vec_dot_q5_K_scalar, DECOLLAMA_SIMD_DOTS(q5_K)}},
+    {"q6_K", GGMLType::Q6_K, QK_K, sizeof(block_q6_K),
+     dequantize_row_q6_K, nullptr, GGMLType::Q8_K, {vec_dot_q6_K_scalar, DECOLLAMA_SIMD_DOTS(q6_K)}},
+    {"q8_K", GGMLType::Q8_K, QK_K, sizeof(block_q8_K),
+     dequantize_row_q8_K, quantize_row_q8_K, GGMLType::Q8_K, {nullptr, nullptr, nullptr}},
     {"iq2_xxs", GGMLType::IQ2_XXS, QK_K, 66, GEOMETRY_ONLY},
     {"iq2_xs", GGMLType::IQ2_XS, QK_K, 74, GEOMETRY_ONLY},
     {"iq3_xxs", GGMLType::IQ3_XXS, QK_K, 98, GEOMETRY_ONLY},
@@ -73,7 +90,7 @@ const WeightTypeTraits* find_weight_type(const char* name) {
 
 const WeightTypeTraits& weight_type(GGMLType type) {
     const WeightTypeTraits* t = find_weight_type(static_cast<uint32_t>(type));
-    if (t == nullptr || t->dequantize_row == nullptr)
+    if (t == nullptr || t->dequantize_row == nullptr || t->vec_dot[int(CpuPath::Scalar)] == nullptr)
         throw InvalidArgument(std::string("tensor type ") + (t ? t->name : std::to_string(uint32_t(type))) +
                               " is not supported for computation");
     return *t;
