@@ -1,6 +1,8 @@
 """Weight block types: the traits table, dequantize/quantize rows against gguf-py, the
 activation quantizers (q8_0, q8_1, q8_K) against numpy references written here, and every dot
 kernel of every CPU path against a float64 dot of the dequantized operands."""
+import platform
+
 import numpy as np
 import pytest
 from gguf import GGMLQuantizationType, GGML_QUANT_SIZES
@@ -41,22 +43,11 @@ def path_supported(path: str) -> bool:
     return PATHS.index(path) <= PATHS.index(core.system_info()["best_cpu_path"])
 
 
-def require_kernel(name: str, path: str) -> None:
-    """Skip a path this CPU cannot run. A path for which no type at all has a kernel means the
-    SIMD kernels have not landed yet: xfail (temporary). Once any type has one, a missing
-    kernel is a failure (core.vec_dot raises ValueError)."""
+def require_path(path: str) -> None:
+    """Skip a path only where this CPU cannot run it. A missing kernel for a supported path is
+    a failure: core.vec_dot / core.matmul raise ValueError instead of falling back."""
     if not path_supported(path):
         pytest.skip(f"this CPU lacks {path}")
-    if not any(path in r["vec_dot_paths"] for r in core.weight_types()):
-        pytest.xfail(f"no {path} dot kernels in the table yet")
-
-
-def test_vec_dot_paths_reported_only_for_the_weight_types():
-    rows = type_rows()
-    for name in WEIGHT_TYPES:
-        assert "scalar" in rows[name]["vec_dot_paths"], name
-    for name in ("q8_1", "q8_K"):
-        assert rows[name]["vec_dot_paths"] == [], name
 
 
 # ---- random inputs -------------------------------------------------------------------------
@@ -164,24 +155,26 @@ def activation_reference(x: np.ndarray, weight_type: str) -> np.ndarray:
     return ref_dequantize_activation(REF_ACTIVATION_QUANTIZERS[act](x), act)
 
 
-def reference_dot(w: np.ndarray, weight_type: str, x: np.ndarray) -> tuple[float, float]:
-    """float64 dot of the dequantized weight row with the dequantized activation, and the sum
-    of |products| (the scale of its rounding error).
+def reference_matmul(w: np.ndarray, weight_type: str, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """y[t, o] = float64 dot of dequantized weight row o with the dequantized activation row t
+    (x: [n_tokens, n_in]), and sum |products| per entry (the scale of its rounding error).
 
     q4_1/q5_1 dots take the weights' min term from the activation's stored block sum
     s = fp16(d * sum(q)), whose fp16 rounding is part of the Q8_1 format (ggml's too); the
     reference uses the stored s as well, or it would measure that rounding, not the kernel."""
-    w64 = gguf_dequantize(w, weight_type).astype(np.float64)
-    a64 = activation_reference(x, weight_type)
-    dot = float(np.dot(w64, a64))
+    n_tokens, n_in = x.shape
+    w64 = gguf_dequantize(w, weight_type).astype(np.float64).reshape(-1, n_in)
+    a64 = activation_reference(x.reshape(-1), weight_type).reshape(n_tokens, n_in)
+    y = a64 @ w64.T
     if ACTIVATION_TYPE[weight_type] == "q8_1":
-        act = ref_quantize_q8_1(x).reshape(-1, 36)
-        d_a = act[:, 0:2].copy().view(np.float16).astype(np.float64).ravel()
-        s_a = act[:, 2:4].copy().view(np.float16).astype(np.float64).ravel()
-        sum_q = act[:, 4:].view(np.int8).astype(np.int64).sum(axis=1)
-        m_w = w.reshape(-1, block_bytes(weight_type))[:, 2:4].copy().view(np.float16).astype(np.float64).ravel()
-        dot += float(np.dot(m_w, s_a - d_a * sum_q))
-    return dot, float(np.abs(w64 * a64).sum())
+        act = ref_quantize_q8_1(x.reshape(-1)).reshape(n_tokens, -1, 36)
+        d_a = act[..., 0:2].copy().view(np.float16)[..., 0].astype(np.float64)
+        s_a = act[..., 2:4].copy().view(np.float16)[..., 0].astype(np.float64)
+        sum_q = act[..., 4:].view(np.int8).astype(np.int64).sum(axis=-1)
+        blocks = w.reshape(w64.shape[0], -1, block_bytes(weight_type))
+        m_w = blocks[..., 2:4].copy().view(np.float16)[..., 0].astype(np.float64)
+        y += (s_a - d_a * sum_q) @ m_w.T
+    return y, np.abs(a64) @ np.abs(w64).T
 
 
 # ---- the table ----------------------------------------------------------------------------
@@ -218,6 +211,16 @@ def test_table_kernels_and_activation_types():
         assert not rows[name]["has_kernels"] and rows[name]["vec_dot_type"] is None
         assert rows[name]["can_quantize"] and rows[name]["can_dequantize"]
     assert not rows["q2_K"]["has_kernels"] and not rows["q2_K"]["can_dequantize"]
+
+
+def test_vec_dot_paths_reported_only_for_the_weight_types():
+    rows = type_rows()
+    # x86-64 builds carry every SIMD kernel whether or not this CPU can run it.
+    expected = PATHS if platform.machine().lower() in ("x86_64", "amd64") else ["scalar"]
+    for name in WEIGHT_TYPES:
+        assert rows[name]["vec_dot_paths"] == expected, name
+    for name in ("q8_1", "q8_K"):
+        assert rows[name]["vec_dot_paths"] == [], name
 
 
 # ---- dequantize / quantize against gguf-py ------------------------------------------------
@@ -300,7 +303,7 @@ def test_q8_K_rounds_half_to_even():
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("name", WEIGHT_TYPES)
 def test_vec_dot_matches_float64_reference(name, path):
-    require_kernel(name, path)
+    require_path(path)
     rng = np.random.default_rng(6)
     # Odd block counts (and an odd length for the float types) leave tails for SIMD loops.
     n = {1: 1003, 32: 32 * 37, 256: 256 * 5}[block_size(name)]
@@ -308,7 +311,7 @@ def test_vec_dot_matches_float64_reference(name, path):
         w = random_weight_row(rng, name, n)
         x = rng.standard_normal(n).astype(np.float32) * np.float32(10.0 ** rng.uniform(-2, 2))
         got = core.vec_dot(name, w, x, path)
-        exact, magnitude = reference_dot(w, name, x)
+        exact, magnitude = (float(v[0, 0]) for v in reference_matmul(w, name, x[None, :]))
         assert abs(got - exact) <= 1e-3 * abs(exact) + 1e-5 * magnitude, (trial, got, exact)
         # Against the unquantized activation: only the activation quantization error remains.
         w64 = gguf_dequantize(w, name).astype(np.float64)
@@ -320,7 +323,7 @@ def test_vec_dot_matches_float64_reference(name, path):
 @pytest.mark.parametrize("name", WEIGHT_TYPES)
 def test_simd_dot_agrees_with_scalar(name, path):
     """Same integer math per block: only the float summation order may differ."""
-    require_kernel(name, path)
+    require_path(path)
     rng = np.random.default_rng(7)
     n = {1: 515, 32: 32 * 9, 256: 256 * 3}[block_size(name)]
     for _ in range(8):
