@@ -1,6 +1,7 @@
 """decollama: a llama.cpp-style LLM inference runtime with low-bit KV-cache block formats."""
 from ._native import core as _core
 from .gguf_file import GGUFError, GGUFFile, TensorInfo
+from .llama import Llama
 
 __version__ = _core.system_info()["version"]
 
@@ -11,4 +12,4 @@ def system_info() -> dict:
     return _core.system_info()
 
 
-__all__ = ["GGUFFile", "GGUFError", "TensorInfo", "system_info", "__version__"]
+__all__ = ["GGUFFile", "GGUFError", "Llama", "TensorInfo", "system_info", "__version__"]
