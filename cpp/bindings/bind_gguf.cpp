@@ -138,7 +138,7 @@ void bind_gguf(nb::module_& m) {
         .def_prop_ro("alignment", &GGUFFile::alignment)
         .def_prop_ro("data_offset", &GGUFFile::data_offset)
         .def_prop_ro("file_size", &GGUFFile::file_size)
-        .def_prop_ro("architecture", &GGUFFile::architecture)
+        .def_prop_ro("architecture", [](const GGUFFile& f) { return to_str(f.architecture()); })
         .def("metadata", &metadata_dict, "Metadata dict in file order.")
         .def("tensor_infos", &tensor_infos, "[(name, numpy shape, type name, offset, nbytes)] in file order.")
         .def("dequantize", &dequantize, "name"_a, "The tensor as float32, numpy-order shape.")
