@@ -88,12 +88,11 @@ def llama_cpp_log_softmax_nll(logits: np.ndarray, targets: np.ndarray) -> np.nda
 
 class LlamaCppEngine:
     """llama.cpp through llama-cpp-python, set up as its perplexity tool runs it: flash attention
-    on, logits of every position (only with logits_all, as the tool needs them)."""
+    on, the same threads for prompt and decode, micro-batch = batch."""
 
     name = "llama.cpp"
 
-    def __init__(self, model_path: str, n_ctx: int, n_threads: int, n_batch: int, kv_k: str, kv_v: str,
-                 logits_all: bool = False):
+    def __init__(self, model_path: str, n_ctx: int, n_threads: int, n_batch: int, kv_k: str, kv_v: str):
         try:
             import llama_cpp
         except ImportError:
@@ -106,21 +105,36 @@ class LlamaCppEngine:
         try:
             self.llm = llama_cpp.Llama(
                 model_path=model_path, n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_batch,
-                n_threads=n_threads, n_threads_batch=n_threads, logits_all=logits_all,
+                n_threads=n_threads, n_threads_batch=n_threads,
                 flash_attn=True, type_k=LLAMA_CPP_KV_TYPES[kv_k][0], type_v=LLAMA_CPP_KV_TYPES[kv_v][0],
                 verbose=False)
         except (ValueError, RuntimeError) as e:
             raise UsageError(f"llama.cpp cannot load {model_path}: {e}") from None
-        self._vocab = self.llm.model if hasattr(self.llm, "model") else None
         self.bos = self.llm.token_bos() if self.llm._model.add_bos_token() else None
 
     def tokenize(self, text: str) -> list:
         return list(self.llm.tokenize(text.encode("utf-8"), add_bos=True, special=False))
 
     def chunk_nll(self, tokens: list, first: int) -> np.ndarray:
+        # As llama.cpp's perplexity tool batches a chunk: logits requested for positions >= first
+        # only (the rest are never read, and the 262k-wide output layer dominates the cost).
+        import llama_cpp
+
+        ctx, batch, n_batch = self.llm._ctx, self.llm._batch, self.llm.n_batch
         self.llm.reset()
-        self.llm.eval(tokens)
-        logits = self.llm.scores[first:len(tokens) - 1]
+        ctx.kv_cache_seq_rm(-1, 0, -1)
+        rows = []
+        for start in range(0, len(tokens), n_batch):
+            part = tokens[start:start + n_batch]
+            batch.set_batch(part, n_past=start, logits_all=False)
+            wanted = [start + i >= first for i in range(len(part))]
+            for i, flag in enumerate(wanted):
+                batch.batch.logits[i] = flag
+            ctx.decode(batch)
+            if any(wanted):
+                out = np.ctypeslib.as_array(llama_cpp.llama_get_logits(ctx.ctx), shape=(sum(wanted), self.n_vocab))
+                rows.append(out.copy())
+        logits = np.concatenate(rows)[:len(tokens) - 1 - first]
         return llama_cpp_log_softmax_nll(logits, np.asarray(tokens[first + 1:]))
 
     def prefill(self, tokens: list) -> None:

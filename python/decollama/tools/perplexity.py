@@ -128,8 +128,7 @@ def _main(argv) -> int:
     text = read_text(args.file)
     kv_k, kv_v = _cli.kv_pair(args)
     if args.engine == "llama-cpp":
-        # llama.cpp's tool asks for the logits of every position; so do we, to measure the same.
-        engine = LlamaCppEngine(args.model, args.ctx, args.threads, args.batch, kv_k, kv_v, logits_all=True)
+        engine = LlamaCppEngine(args.model, args.ctx, args.threads, args.batch, kv_k, kv_v)
     else:
         engine = DecollamaEngine(args.model, args.ctx, args.threads, args.batch, kv_k, kv_v)
 
