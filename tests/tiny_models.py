@@ -268,8 +268,8 @@ def _randomize(model, arch: str, seed: int) -> None:
     import torch
 
     g = torch.Generator().manual_seed(seed)
-    hidden = model.config.hidden_size
-    tied = model.config.tie_word_embeddings
+    hidden = model.config.get_text_config().hidden_size
+    tied = model.config.get_text_config().tie_word_embeddings
     with torch.no_grad():
         for name, p in model.named_parameters():
             r = torch.randn(p.shape, generator=g, dtype=torch.float32)
@@ -302,6 +302,26 @@ def make_tiny_checkpoint(arch: str, out_dir, *, seed: int = 0, max_shard_size=No
     kwargs = {} if max_shard_size is None else {"max_shard_size": max_shard_size}
     model.save_pretrained(out, **kwargs)
     for name, data in tokenizer_files(arch).items():
+        (out / name).write_bytes(data)
+    return out
+
+
+def make_tiny_gemma3_multimodal(out_dir, *, seed: int = 0) -> pathlib.Path:
+    """Gemma3ForConditionalGeneration: the gemma3 text model (text_config, language_model.* tensors)
+    plus a one-layer SigLIP vision tower, which the converter must leave out."""
+    import torch
+    import transformers as tf
+
+    out = pathlib.Path(out_dir)
+    vision = tf.SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                   num_attention_heads=2, image_size=28, patch_size=14)
+    config = tf.Gemma3Config(text_config=_config("gemma3", {}).to_dict(), vision_config=vision.to_dict(),
+                             mm_tokens_per_image=4, boi_token_index=5, eoi_token_index=6, image_token_index=7)
+    torch.manual_seed(seed)
+    model = tf.Gemma3ForConditionalGeneration(config).to(torch.float32).eval()
+    _randomize(model, "gemma3", seed)
+    model.save_pretrained(out)
+    for name, data in tokenizer_files("gemma3").items():
         (out / name).write_bytes(data)
     return out
 
