@@ -96,7 +96,7 @@ void GGUFFile::parse() {
 }
 
 void GGUFFile::read_metadata(ByteCursor& cur, uint64_t kv_count) {
-    metadata_.reserve(static_cast<size_t>(kv_count));
+    metadata_.reserve(upfront_reserve(kv_count));
     for (uint64_t k = 0; k < kv_count; ++k) {
         const std::string index = "metadata key #" + std::to_string(k);
         std::string key = cur.read_string([&] { return index + " name length"; });
@@ -127,7 +127,7 @@ void GGUFFile::apply_alignment() {
 }
 
 void GGUFFile::read_tensor_infos(ByteCursor& cur, uint64_t tensor_count) {
-    tensors_.reserve(static_cast<size_t>(tensor_count));
+    tensors_.reserve(upfront_reserve(tensor_count));
     for (uint64_t t = 0; t < tensor_count; ++t) {
         GGUFTensorInfo info;
         const std::string index = "tensor #" + std::to_string(t);

@@ -65,7 +65,8 @@ uint64_t checked_bool(uint8_t b, const ByteCursor& cur, const FieldName& field) 
     return b;
 }
 
-// n elements of a fixed-size numeric type; the caller has checked that n * sizeof(T) bytes remain.
+// n elements of a fixed-size numeric type; the caller has checked that n * sizeof(T) bytes remain,
+// so reserving n costs memory in proportion to bytes that are really in the file.
 template <class T, class Out>
 void read_numbers(ByteCursor& cur, uint64_t n, std::vector<Out>& out) {
     out.reserve(static_cast<size_t>(n));
@@ -107,13 +108,13 @@ GGUFValue read_array(ByteCursor& cur, const FieldName& field, int depth) {
             }
             break;
         case GGUFValueType::STRING:
-            v.arr_s.reserve(static_cast<size_t>(n));
+            v.arr_s.reserve(upfront_reserve(n));
             for (uint64_t k = 0; k < n; ++k)
                 v.arr_s.push_back(cur.read_string(
                     [&] { return field() + " element " + std::to_string(k) + " string length"; }));
             break;
         case GGUFValueType::ARRAY:
-            v.arr_nested.reserve(static_cast<size_t>(n));
+            v.arr_nested.reserve(upfront_reserve(n));
             for (uint64_t k = 0; k < n; ++k)
                 v.arr_nested.push_back(
                     read_array(cur, [&field, k] { return field() + " element " + std::to_string(k); }, depth + 1));
