@@ -2,7 +2,6 @@
 safetensors/sentencepiece/transformers read the input, gguf-py's own tensor-name map (llama.cpp's)
 names the tensors, and transformers' GGUF loader must rebuild a model with the original's logits."""
 import json
-import math
 import subprocess
 import sys
 
@@ -185,6 +184,22 @@ def test_sharded_checkpoint(tmp_path, tmp_path_factory):
         np.testing.assert_array_equal(values(sharded[name]), values(single[name]), err_msg=name)
 
 
+def test_bf16_checkpoint(tmp_path):
+    """Real checkpoints are bf16: f32 output is the exact upcast, bf16 output the same bits."""
+    import torch
+    from safetensors.torch import load_file
+
+    src = tm.make_tiny_checkpoint("gemma3", tmp_path / "hf", dtype="bfloat16")
+    hf = load_file(src / "model.safetensors")
+    assert hf["model.embed_tokens.weight"].dtype == torch.bfloat16
+    for outtype in ("f32", "bf16"):
+        _, tensors = read(tm.convert(src, tmp_path / f"{outtype}.gguf", outtype))
+        np.testing.assert_array_equal(values(tensors["blk.1.ffn_down.weight"]),
+                                      hf["model.layers.1.mlp.down_proj.weight"].float().numpy())
+        np.testing.assert_array_equal(values(tensors["blk.1.ffn_norm.weight"]),  # + 1 in f32
+                                      hf["model.layers.1.pre_feedforward_layernorm.weight"].float().numpy() + 1)
+
+
 def test_gemma3_multimodal_keeps_the_text_model(tmp_path):
     src = tm.make_tiny_gemma3_multimodal(tmp_path / "hf")
     assert any(k.startswith("vision_tower.") or ".vision_tower." in k for k in hf_tensors(src))
@@ -263,7 +278,8 @@ def test_tokenizer_metadata(arch, tmp_path_factory):
         for i in range(sp.vocab_size()):
             if i in added:
                 special = added[i]["special"] or added[i]["content"].startswith("<unused")
-                assert (tokens[i], types[i], scores[i]) == (added[i]["content"], TT.CONTROL if special else TT.USER_DEFINED, -1000), i
+                want_type = TT.CONTROL if special else TT.USER_DEFINED
+                assert (tokens[i], types[i], scores[i]) == (added[i]["content"], want_type, -1000), i
             else:
                 assert tokens[i] == sp.id_to_piece(i), i
                 assert scores[i] == np.float32(sp.get_score(i)), i
@@ -287,7 +303,8 @@ def test_tokenizer_metadata(arch, tmp_path_factory):
             assert types[tok.convert_tokens_to_ids("<think>")] == TT.USER_DEFINED
 
     # Special ids and flags as transformers sees them.
-    assert field(r, "tokenizer.ggml.bos_token_id") == (tok.bos_token_id if tok.bos_token_id is not None else cfg["bos_token_id"])
+    bos = tok.bos_token_id if tok.bos_token_id is not None else cfg["bos_token_id"]  # qwen: config.json's
+    assert field(r, "tokenizer.ggml.bos_token_id") == bos
     assert field(r, "tokenizer.ggml.eos_token_id") == tok.eos_token_id
     assert field(r, "tokenizer.ggml.unknown_token_id", None) == tok.unk_token_id
     assert field(r, "tokenizer.ggml.padding_token_id", None) == tok.pad_token_id
@@ -377,8 +394,8 @@ def test_old_style_gemma3_config(tmp_path, tmp_path_factory):
     cfg = json.loads((src / "config.json").read_text())
     rp = cfg.pop("rope_parameters")
     cfg.pop("layer_types")
-    cfg.update(rope_theta=rp["full_attention"]["rope_theta"], rope_local_base_freq=rp["sliding_attention"]["rope_theta"],
-               rope_scaling=None, sliding_window_pattern=3)
+    cfg.update(rope_theta=rp["full_attention"]["rope_theta"], rope_scaling=None, sliding_window_pattern=3,
+               rope_local_base_freq=rp["sliding_attention"]["rope_theta"])
     (src / "config.json").write_text(json.dumps(cfg))
     old, _ = read(tm.convert(src, tmp_path / "m.gguf", "f32"))
     new, _ = read(tm.tiny_gguf("gemma3", "f32", tmp_path_factory))

@@ -65,11 +65,13 @@ QWEN2_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[
 CHAT_TEMPLATES = {
     "llama3": (
         "{{- bos_token }}{%- for message in messages %}"
-        "{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + message['content'] | trim + '<|eot_id|>' }}"
-        "{%- endfor %}{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- endif %}"
+        "{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n'"
+        " + message['content'] | trim + '<|eot_id|>' }}{%- endfor %}"
+        "{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- endif %}"
     ),
     "chatml": (
-        "{%- for message in messages %}{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+        "{%- for message in messages %}"
+        "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
         "{%- endfor %}{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
     ),
     "llama2": (
@@ -120,8 +122,8 @@ def _train_bpe(kind: str) -> dict[str, bytes]:
             single="<|begin_of_text|> $A", pair="<|begin_of_text|> $A <|begin_of_text|> $B:1",
             special_tokens=[("<|begin_of_text|>", n_merged)])
         added = [_added(n_merged + i, t, True) for i, t in enumerate(specials)]
-        config = {"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>", "chat_template": CHAT_TEMPLATES["llama3"],
-                  "clean_up_tokenization_spaces": True, "model_max_length": 131072,
+        config = {"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>",
+                  "chat_template": CHAT_TEMPLATES["llama3"], "clean_up_tokenization_spaces": True, "model_max_length": 131072,
                   "tokenizer_class": "PreTrainedTokenizerFast"}
     else:
         specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -285,9 +287,10 @@ def _randomize(model, arch: str, seed: int) -> None:
                 p.copy_(r / p.shape[-1] ** 0.5)
 
 
-def make_tiny_checkpoint(arch: str, out_dir, *, seed: int = 0, max_shard_size=None, **config_overrides) -> pathlib.Path:
-    """Build a tiny random fp32 checkpoint of `arch` in out_dir (config.json, safetensors, tokenizer
-    files); config_overrides replace config arguments (e.g. rope_parameters=...)."""
+def make_tiny_checkpoint(arch: str, out_dir, *, seed: int = 0, max_shard_size=None, dtype: str = "float32",
+                         **config_overrides) -> pathlib.Path:
+    """Build a tiny random checkpoint of `arch` in out_dir (config.json, safetensors in `dtype`,
+    tokenizer files); config_overrides replace config arguments (e.g. rope_parameters=...)."""
     import torch
     import transformers as tf
 
@@ -299,6 +302,7 @@ def make_tiny_checkpoint(arch: str, out_dir, *, seed: int = 0, max_shard_size=No
     model = cls.from_config(config) if cls is tf.AutoModelForCausalLM else cls(config)
     model = model.to(torch.float32).eval()
     _randomize(model, arch, seed)
+    model = model.to(getattr(torch, dtype))
     kwargs = {} if max_shard_size is None else {"max_shard_size": max_shard_size}
     model.save_pretrained(out, **kwargs)
     for name, data in tokenizer_files(arch).items():

@@ -196,7 +196,9 @@ class SourceTensor:
         raw = np.memmap(self.file, dtype=np.uint8, mode="r", offset=self.offset, shape=(self.nbytes,))
         a = raw.view(_ST_DTYPES[self.dtype]).reshape(self.shape)
         if self.dtype == "BF16":  # bfloat16 is the top half of a float32
-            return (a.astype(np.uint32) << 16).view(np.float32)
+            u = a.astype(np.uint32)
+            u <<= 16
+            return u.view(np.float32)
         return a.astype(np.float32)
 
 
@@ -275,7 +277,8 @@ _GEMMA3_LAYER_NAMES = {
     "pre_feedforward_layernorm": "ffn_norm",
     "post_feedforward_layernorm": "post_ffw_norm",
 }
-_SKIPPED = re.compile(r"(rotary_emb\.inv_freq$|vision_tower\.|vision_model\.|multi_modal_projector\.|multimodal_projector\.)")
+_SKIPPED = re.compile(r"rotary_emb\.inv_freq$"  # recomputed at run time
+                      r"|vision_tower\.|vision_model\.|multi_modal_projector\.|multimodal_projector\.")
 _LAYER_RE = re.compile(r"model\.layers\.(\d+)\.(.+)\.(weight|bias)")
 
 
@@ -391,7 +394,8 @@ def plan_tensors(hp: HParams, source: dict[str, SourceTensor], n_vocab: int, out
         shape = t.shape
         if name in ("token_embd.weight", "output.weight"):
             if shape[0] < n_vocab or (shape[0] > n_vocab and hp.arch != "gemma3"):
-                raise ConvertError(f"{t.file.name}: {t.name} has {shape[0]} rows but the vocabulary has {n_vocab} tokens")
+                raise ConvertError(f"{t.file.name}: {t.name} has {shape[0]} rows "
+                                   f"but the vocabulary has {n_vocab} tokens")
             shape = (n_vocab, *shape[1:])
         plans.append(TensorPlan(name, shape, tensor_type(name, shape, outtype), loader(name, t)))
     if hp.rope.scaling.get("rope_type") == "llama3":
