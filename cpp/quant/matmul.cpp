@@ -30,22 +30,38 @@ const CpuFeatures& this_cpu() {
 // Everything one matmul call shares between its threads. The pool jobs capture only a
 // reference to it, so std::function stores them inline: no allocation per call.
 struct MatmulJob {
-    VecDotFn dot;
-    const uint8_t* weights;
-    size_t weight_row_bytes;
-    int64_t n_in, n_out, n_tokens;
+    VecDotFn dot = nullptr;
+    const uint8_t* weights = nullptr;
+    size_t weight_row_bytes = 0;
+    int64_t n_in = 0, n_out = 0, n_tokens = 0;
 
-    const float* x;
-    QuantizeRowFn quantize_activation;  // nullptr when x is used as it is (F32 activations)
-    uint8_t* converted;                 // scratch rows of the vec_dot_type
-    const uint8_t* activations;         // what the dots read: x itself or the converted rows
-    size_t activation_row_bytes;
+    const float* x = nullptr;
+    QuantizeRowFn quantize_activation = nullptr;  // nullptr when x is used as it is (F32)
+    uint8_t* converted = nullptr;                 // scratch rows of the vec_dot_type
+    const uint8_t* activations = nullptr;         // what the dots read: x or the converted rows
+    size_t activation_row_bytes = 0;
 
-    float* y;
-    int64_t rows_per_chunk, n_row_chunks;
-    int64_t tokens_per_block;
-    int64_t n_chunks;
-    std::atomic<int64_t> next_chunk{0};
+    float* y = nullptr;
+    // The work split, from plan_chunks().
+    int64_t tokens_per_block = 0;
+    int64_t rows_per_chunk = 0, n_row_chunks = 0;
+    int64_t n_chunks = 0;
+    // On its own cache line: claiming a chunk must not evict the read-only fields above from
+    // the other cores' caches.
+    alignas(64) std::atomic<int64_t> next_chunk{0};
+
+    // Token blocks whose activations fit in L2, each cut into row chunks: whole row tiles,
+    // several per thread so dynamic claiming evens out uneven progress.
+    void plan_chunks(int n_threads) {
+        tokens_per_block = std::clamp<int64_t>(int64_t(kTokenBlockBytes / activation_row_bytes), 1,
+                                               std::min(kMaxTokensPerBlock, n_tokens));
+        const int64_t n_token_blocks = (n_tokens + tokens_per_block - 1) / tokens_per_block;
+        const int64_t wanted_row_chunks = std::max<int64_t>(1, n_threads * kChunksPerThread / n_token_blocks);
+        const int64_t rows = (n_out + wanted_row_chunks - 1) / wanted_row_chunks;
+        rows_per_chunk = std::max(kRowTile, (rows + kRowTile - 1) / kRowTile * kRowTile);
+        n_row_chunks = (n_out + rows_per_chunk - 1) / rows_per_chunk;
+        n_chunks = n_row_chunks * n_token_blocks;
+    }
 
     void convert_activations(int64_t token_begin, int64_t token_end) const {
         for (int64_t t = token_begin; t < token_end; ++t)
@@ -67,11 +83,16 @@ struct MatmulJob {
     }
 
     void compute_tile(int64_t row_begin, int64_t row_end, int64_t token_begin, int64_t token_end) const {
+        // Locals: the indirect call would otherwise make the compiler reload every field.
+        const VecDotFn dot_fn = dot;
+        const int64_t n = n_in;
+        const size_t stride = weight_row_bytes;
+        const uint8_t* const tile = weights + size_t(row_begin) * stride;
+        const int64_t tile_rows = row_end - row_begin;
         for (int64_t t = token_begin; t < token_end; ++t) {
             const uint8_t* a = activations + size_t(t) * activation_row_bytes;
-            float* y_row = y + t * n_out;
-            for (int64_t r = row_begin; r < row_end; ++r)
-                dot(n_in, &y_row[r], weights + size_t(r) * weight_row_bytes, a);
+            float* y_tile = y + t * n_out + row_begin;
+            for (int64_t r = 0; r < tile_rows; ++r) dot_fn(n, &y_tile[r], tile + size_t(r) * stride, a);
         }
     }
 };
@@ -127,17 +148,7 @@ void matmul(const WeightView& w, const float* x, int64_t n_tokens, float* y, Thr
             job.convert_activations(0, n_tokens);
     }
 
-    job.tokens_per_block = std::clamp<int64_t>(int64_t(kTokenBlockBytes / job.activation_row_bytes), 1,
-                                               std::min(kMaxTokensPerBlock, n_tokens));
-    const int64_t n_token_blocks = (n_tokens + job.tokens_per_block - 1) / job.tokens_per_block;
-    // Enough row chunks that every thread gets several per token block, in whole row tiles.
-    const int64_t wanted_row_chunks =
-        std::max<int64_t>(1, pool.size() * kChunksPerThread / n_token_blocks);
-    const int64_t rows = (w.n_out + wanted_row_chunks - 1) / wanted_row_chunks;
-    job.rows_per_chunk = std::max(kRowTile, (rows + kRowTile - 1) / kRowTile * kRowTile);
-    job.n_row_chunks = (w.n_out + job.rows_per_chunk - 1) / job.rows_per_chunk;
-    job.n_chunks = job.n_row_chunks * n_token_blocks;
-
+    job.plan_chunks(pool.size());
     pool.run([&job](int, int) { job.compute_chunks(); });
 }
 
