@@ -18,6 +18,8 @@ struct SymmetricScale {
     float d, inverse;
 };
 
+static_assert(QK8_0 == QK8_1, "q8_0 and q8_1 share the block scale rule");
+
 SymmetricScale symmetric_scale_127(const float* x) {
     float amax = 0.0f;
     for (int j = 0; j < QK8_0; ++j) amax = std::fmax(amax, std::fabs(x[j]));
