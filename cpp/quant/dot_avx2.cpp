@@ -54,29 +54,31 @@ float dot_float_row(int64_t n, Load w, const float* a) {
 
 // ---- 32-value blocks -----------------------------------------------------------------------
 
-// Sum over blocks of scale * isum (+ min term), two blocks per step so the two float
-// accumulation chains overlap.
+// Sum over blocks of scale * isum (+ min terms). Eight blocks at a time convert their
+// scales together; two float accumulators let consecutive blocks' FMAs overlap.
 template <typename W, typename A>
 float dot_blocks32(int64_t n, const void* wv, const void* av) {
     const W* x = static_cast<const W*>(wv);
     const A* y = static_cast<const A*>(av);
     const int64_t nb = n / 32;
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    float min_sum = 0.0f;
+    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    __m256 min_acc = _mm256_setzero_ps();
     int64_t i = 0;
-    for (; i + 2 <= nb; i += 2) {
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(block_scale(x[i], y[i])),
-                               _mm256_cvtepi32_ps(block_isum(x[i], y[i])), acc0);
-        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(block_scale(x[i + 1], y[i + 1])),
-                               _mm256_cvtepi32_ps(block_isum(x[i + 1], y[i + 1])), acc1);
-        min_sum += block_min_term(x[i], y[i]) + block_min_term(x[i + 1], y[i + 1]);
+    for (; i + 8 <= nb; i += 8) {
+        const __m256 scales = _mm256_mul_ps(halves8(x + i, &W::d), halves8(y + i, &A::d));
+        for (int k = 0; k < 8; ++k) {
+            const __m256 scale = _mm256_permutevar8x32_ps(scales, _mm256_set1_epi32(k));
+            acc[k & 1] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(block_isum(x[i + k], y[i + k])), acc[k & 1]);
+        }
+        min_acc = chunk_min_terms(x + i, y + i, min_acc);
     }
-    if (i < nb) {
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(block_scale(x[i], y[i])),
-                               _mm256_cvtepi32_ps(block_isum(x[i], y[i])), acc0);
-        min_sum += block_min_term(x[i], y[i]);
+    float tail_min = 0.0f;
+    for (; i < nb; ++i) {
+        acc[i & 1] = _mm256_fmadd_ps(_mm256_set1_ps(block_scale(x[i], y[i])),
+                                     _mm256_cvtepi32_ps(block_isum(x[i], y[i])), acc[i & 1]);
+        tail_min += block_min_term(x[i], y[i]);
     }
-    return hsum(_mm256_add_ps(acc0, acc1)) + min_sum;
+    return hsum(_mm256_add_ps(acc[0], acc[1])) + hsum(min_acc) + tail_min;
 }
 
 // ---- activation quantizers -----------------------------------------------------------------

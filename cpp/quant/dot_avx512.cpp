@@ -114,21 +114,34 @@ inline __m512i pair_isum(const block_q8_0& x0, const block_q8_0& x1, const block
     return dot_s8_s8(activations64(x0.qs, x1.qs), activations64(y0.qs, y1.qs));
 }
 
+// Sum over blocks of scale * isum (+ min terms), two blocks per register. Eight blocks at a
+// time convert their scales together, and vpermps spreads each pair's two over its halves.
 template <typename W, typename A>
 float dot_blocks32(int64_t n, const void* wv, const void* av) {
     const W* x = static_cast<const W*>(wv);
     const A* y = static_cast<const A*>(av);
     const int64_t nb = n / 32;
-    __m512 acc = _mm512_setzero_ps();
-    float min_sum = 0.0f;
+    __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+    __m256 min_acc = _mm256_setzero_ps();
     int64_t i = 0;
-    for (; i + 2 <= nb; i += 2) {
-        const __m512 scales = _mm512_insertf32x8(_mm512_set1_ps(block_scale(x[i], y[i])),
-                                                 _mm256_set1_ps(block_scale(x[i + 1], y[i + 1])), 1);
-        acc = _mm512_fmadd_ps(scales, _mm512_cvtepi32_ps(pair_isum(x[i], x[i + 1], y[i], y[i + 1])), acc);
-        min_sum += block_min_term(x[i], y[i]) + block_min_term(x[i + 1], y[i + 1]);
+    for (; i + 8 <= nb; i += 8) {
+        const __m256 scales = _mm256_mul_ps(halves8(x + i, &W::d), halves8(y + i, &A::d));
+        for (int p = 0; p < 4; ++p) {
+            const __m512i pick = join(_mm256_set1_epi32(2 * p), _mm256_set1_epi32(2 * p + 1));
+            const __m512 scale = _mm512_permutexvar_ps(pick, _mm512_castps256_ps512(scales));
+            const int64_t b = i + 2 * p;
+            acc[p & 1] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(pair_isum(x[b], x[b + 1], y[b], y[b + 1])), acc[p & 1]);
+        }
+        min_acc = chunk_min_terms(x + i, y + i, min_acc);
     }
-    float sum = _mm512_reduce_add_ps(acc) + min_sum;
+    float tail_min = 0.0f;
+    for (; i + 2 <= nb; i += 2) {
+        const __m512 scale = _mm512_insertf32x8(_mm512_set1_ps(block_scale(x[i], y[i])),
+                                                _mm256_set1_ps(block_scale(x[i + 1], y[i + 1])), 1);
+        acc[0] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(pair_isum(x[i], x[i + 1], y[i], y[i + 1])), acc[0]);
+        tail_min += block_min_term(x[i], y[i]) + block_min_term(x[i + 1], y[i + 1]);
+    }
+    float sum = _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1])) + hsum(min_acc) + tail_min;
     if (i < nb)
         sum += block_scale(x[i], y[i]) * hsum(_mm256_cvtepi32_ps(block_isum(x[i], y[i]))) + block_min_term(x[i], y[i]);
     return sum;

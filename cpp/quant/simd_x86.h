@@ -101,6 +101,26 @@ inline __m256i block_isum(const block_q8_0& x, const block_q8_0& y) {
     return dot_s8_s8(load256(x.qs), load256(y.qs));
 }
 
+// The fp16 field `f` (d, m or s) of 8 consecutive blocks as 8 floats: one conversion for
+// eight blocks instead of one per block.
+template <typename B>
+inline __m256 halves8(const B* b, uint16_t B::*f) {
+    return _mm256_cvtph_ps(_mm_setr_epi16(static_cast<short>(b[0].*f), static_cast<short>(b[1].*f),
+                                          static_cast<short>(b[2].*f), static_cast<short>(b[3].*f),
+                                          static_cast<short>(b[4].*f), static_cast<short>(b[5].*f),
+                                          static_cast<short>(b[6].*f), static_cast<short>(b[7].*f)));
+}
+
+// acc + m * s of 8 blocks for the types with a min; acc unchanged for the others.
+inline __m256 chunk_min_terms(const block_q4_1* x, const block_q8_1* y, __m256 acc) {
+    return _mm256_fmadd_ps(halves8(x, &block_q4_1::m), halves8(y, &block_q8_1::s), acc);
+}
+inline __m256 chunk_min_terms(const block_q5_1* x, const block_q8_1* y, __m256 acc) {
+    return _mm256_fmadd_ps(halves8(x, &block_q5_1::m), halves8(y, &block_q8_1::s), acc);
+}
+template <typename W, typename A>
+inline __m256 chunk_min_terms(const W*, const A*, __m256 acc) { return acc; }
+
 // The weight-scale times activation-scale of a block, and (blocks with a min) m * s.
 template <typename W, typename A>
 inline float block_scale(const W& x, const A& y) { return half_to_float(x.d) * half_to_float(y.d); }
