@@ -15,39 +15,58 @@ float hsum(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-__m256 load_f16x8(const uint16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+// ---- dense formats: f16 and f32 -------------------------------------------------------------
 
-float f16_to_f32(uint16_t h) { return _cvtsh_ss(h); }
-
-// ---- f16 ------------------------------------------------------------------------------------
+__m256 load8(const uint16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+__m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+float to_f32(uint16_t h) { return _cvtsh_ss(h); }
+float to_f32(float x) { return x; }
 
 // K keys per pass share each load of q.
-template <int K>
-void f16_scores_keys(const float* q, const uint16_t* k, int64_t head_dim, float* s) {
+template <class T, int K>
+void dense_scores_keys(const float* q, const T* k, int64_t head_dim, float* s) {
     __m256 acc[K];
     for (int r = 0; r < K; ++r) acc[r] = _mm256_setzero_ps();
     int64_t d = 0;
     for (; d + 8 <= head_dim; d += 8) {
-        const __m256 qv = _mm256_loadu_ps(q + d);
-        for (int r = 0; r < K; ++r) acc[r] = _mm256_fmadd_ps(qv, load_f16x8(k + r * head_dim + d), acc[r]);
+        const __m256 qv = load8(q + d);
+        for (int r = 0; r < K; ++r) acc[r] = _mm256_fmadd_ps(qv, load8(k + r * head_dim + d), acc[r]);
     }
     for (int r = 0; r < K; ++r) {
         float sum = hsum(acc[r]);
-        for (int64_t e = d; e < head_dim; ++e) sum += q[e] * f16_to_f32(k[r * head_dim + e]);
+        for (int64_t e = d; e < head_dim; ++e) sum += q[e] * to_f32(k[r * head_dim + e]);
         s[r] = sum;
     }
 }
 
-// out[d0, d0 + 8R) += sum_j p[j] v[j][d0, d0 + 8R): R accumulators stay in registers over the tile.
-template <int R>
-void f16_accumulate_chunk(const float* p, const uint16_t* v, int64_t head_dim, int64_t n, float* out) {
+template <class T>
+void dense_scores(const float* q, const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n, float* s) {
+    const T* k = reinterpret_cast<const T*>(stream) + t * head_dim;
+    int64_t j = 0;
+    for (; j + 4 <= n; j += 4) dense_scores_keys<T, 4>(q, k + j * head_dim, head_dim, s + j);
+    for (; j < n; ++j) dense_scores_keys<T, 1>(q, k + j * head_dim, head_dim, s + j);
+}
+
+// out[0, 8R) += sum_j p[j] v[j][0, 8R): R accumulators stay in registers over the tile.
+template <class T, int R>
+void dense_accumulate_chunk(const float* p, const T* v, int64_t head_dim, int64_t n, float* out) {
     __m256 acc[R];
-    for (int r = 0; r < R; ++r) acc[r] = _mm256_loadu_ps(out + 8 * r);
+    for (int r = 0; r < R; ++r) acc[r] = load8(out + 8 * r);
     for (int64_t j = 0; j < n; ++j, v += head_dim) {
         const __m256 pj = _mm256_set1_ps(p[j]);
-        for (int r = 0; r < R; ++r) acc[r] = _mm256_fmadd_ps(pj, load_f16x8(v + 8 * r), acc[r]);
+        for (int r = 0; r < R; ++r) acc[r] = _mm256_fmadd_ps(pj, load8(v + 8 * r), acc[r]);
     }
     for (int r = 0; r < R; ++r) _mm256_storeu_ps(out + 8 * r, acc[r]);
+}
+
+template <class T>
+void dense_accumulate(const float* p, const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n, float* out) {
+    const T* v = reinterpret_cast<const T*>(stream) + t * head_dim;
+    int64_t d = 0;
+    for (; d + 32 <= head_dim; d += 32) dense_accumulate_chunk<T, 4>(p, v + d, head_dim, n, out + d);
+    for (; d + 8 <= head_dim; d += 8) dense_accumulate_chunk<T, 1>(p, v + d, head_dim, n, out + d);
+    for (; d < head_dim; ++d)
+        for (int64_t j = 0; j < n; ++j) out[d] += p[j] * to_f32(v[j * head_dim + d]);
 }
 
 // ---- 32-element blocks with an fp16 scale (q8_0, q4_0) ---------------------------------------
@@ -80,7 +99,7 @@ void block32_scores(const float* q, const uint8_t* stream, int64_t head_dim, int
             const float* qb = q + 32 * b;
             __m256 dot = _mm256_mul_ps(_mm256_loadu_ps(qb), x[0]);
             for (int r = 1; r < 4; ++r) dot = _mm256_fmadd_ps(_mm256_loadu_ps(qb + 8 * r), x[r], dot);
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_to_f32(k->d)), dot, acc);
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(to_f32(k->d)), dot, acc);
         }
         s[j] = hsum(acc);
     }
@@ -97,7 +116,7 @@ void block32_accumulate(const float* p, const uint8_t* stream, int64_t head_dim,
             const Block& blk = v[j * n_blocks + b];
             __m256 x[4];
             decode_block(blk, x);
-            const __m256 w = _mm256_set1_ps(p[j] * f16_to_f32(blk.d));
+            const __m256 w = _mm256_set1_ps(p[j] * to_f32(blk.d));
             for (int r = 0; r < 4; ++r) acc[r] = _mm256_fmadd_ps(w, x[r], acc[r]);
         }
         for (int r = 0; r < 4; ++r) _mm256_storeu_ps(out + 32 * b + 8 * r, acc[r]);
@@ -106,21 +125,22 @@ void block32_accumulate(const float* p, const uint8_t* stream, int64_t head_dim,
 
 }  // namespace
 
+void kv_f32_scores_avx2(const float* q, const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n, float* s) {
+    dense_scores<float>(q, stream, head_dim, t, n, s);
+}
+
+void kv_f32_accumulate_avx2(const float* p, const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n,
+                          float* out) {
+    dense_accumulate<float>(p, stream, head_dim, t, n, out);
+}
+
 void kv_f16_scores_avx2(const float* q, const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n, float* s) {
-    const uint16_t* k = reinterpret_cast<const uint16_t*>(stream) + t * head_dim;
-    int64_t j = 0;
-    for (; j + 4 <= n; j += 4) f16_scores_keys<4>(q, k + j * head_dim, head_dim, s + j);
-    for (; j < n; ++j) f16_scores_keys<1>(q, k + j * head_dim, head_dim, s + j);
+    dense_scores<uint16_t>(q, stream, head_dim, t, n, s);
 }
 
 void kv_f16_accumulate_avx2(const float* p, const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n,
-                            float* out) {
-    const uint16_t* v = reinterpret_cast<const uint16_t*>(stream) + t * head_dim;
-    int64_t d = 0;
-    for (; d + 32 <= head_dim; d += 32) f16_accumulate_chunk<4>(p, v + d, head_dim, n, out + d);
-    for (; d + 8 <= head_dim; d += 8) f16_accumulate_chunk<1>(p, v + d, head_dim, n, out + d);
-    for (; d < head_dim; ++d)
-        for (int64_t j = 0; j < n; ++j) out[d] += p[j] * f16_to_f32(v[j * head_dim + d]);
+                          float* out) {
+    dense_accumulate<uint16_t>(p, stream, head_dim, t, n, out);
 }
 
 void kv_q8_0_scores_avx2(const float* q, const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n, float* s) {

@@ -13,39 +13,58 @@ namespace decollama {
 
 namespace {
 
-__m512 load_f16x16(const uint16_t* p) {
-    return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
-}
+// ---- dense formats: f16 and f32 -------------------------------------------------------------
 
-float f16_to_f32(uint16_t h) { return _cvtsh_ss(h); }
+__m512 load16(const uint16_t* p) { return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
+__m512 load16(const float* p) { return _mm512_loadu_ps(p); }
+float to_f32(uint16_t h) { return _cvtsh_ss(h); }
+float to_f32(float x) { return x; }
 
-// ---- f16 ------------------------------------------------------------------------------------
-
-template <int K>
-void f16_scores_keys(const float* q, const uint16_t* k, int64_t head_dim, float* s) {
+// K keys per pass share each load of q.
+template <class T, int K>
+void dense_scores_keys(const float* q, const T* k, int64_t head_dim, float* s) {
     __m512 acc[K];
     for (int r = 0; r < K; ++r) acc[r] = _mm512_setzero_ps();
     int64_t d = 0;
     for (; d + 16 <= head_dim; d += 16) {
-        const __m512 qv = _mm512_loadu_ps(q + d);
-        for (int r = 0; r < K; ++r) acc[r] = _mm512_fmadd_ps(qv, load_f16x16(k + r * head_dim + d), acc[r]);
+        const __m512 qv = load16(q + d);
+        for (int r = 0; r < K; ++r) acc[r] = _mm512_fmadd_ps(qv, load16(k + r * head_dim + d), acc[r]);
     }
     for (int r = 0; r < K; ++r) {
         float sum = _mm512_reduce_add_ps(acc[r]);
-        for (int64_t e = d; e < head_dim; ++e) sum += q[e] * f16_to_f32(k[r * head_dim + e]);
+        for (int64_t e = d; e < head_dim; ++e) sum += q[e] * to_f32(k[r * head_dim + e]);
         s[r] = sum;
     }
 }
 
-template <int R>
-void f16_accumulate_chunk(const float* p, const uint16_t* v, int64_t head_dim, int64_t n, float* out) {
+template <class T>
+void dense_scores(const float* q, const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n, float* s) {
+    const T* k = reinterpret_cast<const T*>(stream) + t * head_dim;
+    int64_t j = 0;
+    for (; j + 4 <= n; j += 4) dense_scores_keys<T, 4>(q, k + j * head_dim, head_dim, s + j);
+    for (; j < n; ++j) dense_scores_keys<T, 1>(q, k + j * head_dim, head_dim, s + j);
+}
+
+// out[0, 16R) += sum_j p[j] v[j][0, 16R): R accumulators stay in registers over the tile.
+template <class T, int R>
+void dense_accumulate_chunk(const float* p, const T* v, int64_t head_dim, int64_t n, float* out) {
     __m512 acc[R];
-    for (int r = 0; r < R; ++r) acc[r] = _mm512_loadu_ps(out + 16 * r);
+    for (int r = 0; r < R; ++r) acc[r] = load16(out + 16 * r);
     for (int64_t j = 0; j < n; ++j, v += head_dim) {
         const __m512 pj = _mm512_set1_ps(p[j]);
-        for (int r = 0; r < R; ++r) acc[r] = _mm512_fmadd_ps(pj, load_f16x16(v + 16 * r), acc[r]);
+        for (int r = 0; r < R; ++r) acc[r] = _mm512_fmadd_ps(pj, load16(v + 16 * r), acc[r]);
     }
     for (int r = 0; r < R; ++r) _mm512_storeu_ps(out + 16 * r, acc[r]);
+}
+
+template <class T>
+void dense_accumulate(const float* p, const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n, float* out) {
+    const T* v = reinterpret_cast<const T*>(stream) + t * head_dim;
+    int64_t d = 0;
+    for (; d + 64 <= head_dim; d += 64) dense_accumulate_chunk<T, 4>(p, v + d, head_dim, n, out + d);
+    for (; d + 16 <= head_dim; d += 16) dense_accumulate_chunk<T, 1>(p, v + d, head_dim, n, out + d);
+    for (; d < head_dim; ++d)
+        for (int64_t j = 0; j < n; ++j) out[d] += p[j] * to_f32(v[j * head_dim + d]);
 }
 
 // ---- 32-element blocks with an fp16 scale (q8_0, q4_0) ---------------------------------------
@@ -74,7 +93,7 @@ void block32_scores(const float* q, const uint8_t* stream, int64_t head_dim, int
             decode_block(*k, x);
             const float* qb = q + 32 * b;
             const __m512 dot = _mm512_fmadd_ps(_mm512_loadu_ps(qb + 16), x[1], _mm512_mul_ps(_mm512_loadu_ps(qb), x[0]));
-            acc = _mm512_fmadd_ps(_mm512_set1_ps(f16_to_f32(k->d)), dot, acc);
+            acc = _mm512_fmadd_ps(_mm512_set1_ps(to_f32(k->d)), dot, acc);
         }
         s[j] = _mm512_reduce_add_ps(acc);
     }
@@ -90,7 +109,7 @@ void block32_accumulate(const float* p, const uint8_t* stream, int64_t head_dim,
             const Block& blk = v[j * n_blocks + b];
             __m512 x[2];
             decode_block(blk, x);
-            const __m512 w = _mm512_set1_ps(p[j] * f16_to_f32(blk.d));
+            const __m512 w = _mm512_set1_ps(p[j] * to_f32(blk.d));
             acc0 = _mm512_fmadd_ps(w, x[0], acc0);
             acc1 = _mm512_fmadd_ps(w, x[1], acc1);
         }
@@ -101,21 +120,22 @@ void block32_accumulate(const float* p, const uint8_t* stream, int64_t head_dim,
 
 }  // namespace
 
+void kv_f32_scores_avx512(const float* q, const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n, float* s) {
+    dense_scores<float>(q, stream, head_dim, t, n, s);
+}
+
+void kv_f32_accumulate_avx512(const float* p, const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n,
+                          float* out) {
+    dense_accumulate<float>(p, stream, head_dim, t, n, out);
+}
+
 void kv_f16_scores_avx512(const float* q, const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n, float* s) {
-    const uint16_t* k = reinterpret_cast<const uint16_t*>(stream) + t * head_dim;
-    int64_t j = 0;
-    for (; j + 4 <= n; j += 4) f16_scores_keys<4>(q, k + j * head_dim, head_dim, s + j);
-    for (; j < n; ++j) f16_scores_keys<1>(q, k + j * head_dim, head_dim, s + j);
+    dense_scores<uint16_t>(q, stream, head_dim, t, n, s);
 }
 
 void kv_f16_accumulate_avx512(const float* p, const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n,
-                              float* out) {
-    const uint16_t* v = reinterpret_cast<const uint16_t*>(stream) + t * head_dim;
-    int64_t d = 0;
-    for (; d + 64 <= head_dim; d += 64) f16_accumulate_chunk<4>(p, v + d, head_dim, n, out + d);
-    for (; d + 16 <= head_dim; d += 16) f16_accumulate_chunk<1>(p, v + d, head_dim, n, out + d);
-    for (; d < head_dim; ++d)
-        for (int64_t j = 0; j < n; ++j) out[d] += p[j] * f16_to_f32(v[j * head_dim + d]);
+                          float* out) {
+    dense_accumulate<uint16_t>(p, stream, head_dim, t, n, out);
 }
 
 void kv_q8_0_scores_avx512(const float* q, const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n, float* s) {

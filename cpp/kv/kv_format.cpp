@@ -5,13 +5,14 @@
 namespace decollama {
 
 // One row per format, defined in its kv_<name>.cpp.
+extern const KVFormat kKVFormatF32;
 extern const KVFormat kKVFormatF16;
 extern const KVFormat kKVFormatQ8_0;
 extern const KVFormat kKVFormatQ4_0;
 
 namespace {
 
-const KVFormat* const kKVFormats[] = {&kKVFormatF16, &kKVFormatQ8_0, &kKVFormatQ4_0};
+const KVFormat* const kKVFormats[] = {&kKVFormatF32, &kKVFormatF16, &kKVFormatQ8_0, &kKVFormatQ4_0};
 
 }  // namespace
 

@@ -14,6 +14,8 @@ namespace decollama {
     void kv_##format##_accumulate_##isa(const float* p, const uint8_t* stream, int64_t head_dim, int64_t t,   \
                                         int64_t n, float* out);
 
+DECOLLAMA_DECLARE_KV_SIMD(f32, avx2)
+DECOLLAMA_DECLARE_KV_SIMD(f32, avx512)
 DECOLLAMA_DECLARE_KV_SIMD(f16, avx2)
 DECOLLAMA_DECLARE_KV_SIMD(f16, avx512)
 DECOLLAMA_DECLARE_KV_SIMD(q8_0, avx2)

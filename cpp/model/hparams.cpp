@@ -47,6 +47,7 @@ void read_rope_scaling(const GGUFFile& f, const std::string& arch, RopeParams& r
         type = "linear";
         factor = f.get_float(key("scale_linear"));
     }
+    rope.attn_factor = f.get_float(key("scaling.attn_factor"), 1.0);
     if (type == "none") return;
     if (type != "linear" && type != "yarn")
         throw GGUFError(f.path(), key("scaling.type"), "'" + type + "' is not supported (linear, yarn)");
@@ -54,7 +55,8 @@ void read_rope_scaling(const GGUFFile& f, const std::string& arch, RopeParams& r
     rope.freq_scale = 1.0 / factor;
     if (type == "yarn") {
         rope.ext_factor = f.get_float(key("scaling.yarn_ext_factor"), 1.0);
-        rope.attn_factor = f.get_float(key("scaling.attn_factor"), 1.0);
+        // The magnitude correction of the rotated q and k: given, or YaRN's 1 + 0.1 ln(factor).
+        rope.attn_factor *= f.get_float(key("scaling.yarn_attn_factor"), 1.0 + 0.1 * std::log(factor));
         rope.beta_fast = f.get_float(key("scaling.yarn_beta_fast"), 32.0);
         rope.beta_slow = f.get_float(key("scaling.yarn_beta_slow"), 1.0);
         rope.n_ctx_orig = int64_t(f.get_uint(key("scaling.original_context_length"),

@@ -23,7 +23,7 @@ struct RopeParams {
     double freq_base = 10000.0;
     double freq_scale = 1.0;   // linear and YaRN scaling: 1 / factor
     double ext_factor = 0.0;   // YaRN: > 0 enables the ramp between interpolation and extrapolation
-    double attn_factor = 1.0;  // multiplies cos and sin (YaRN magnitude correction)
+    double attn_factor = 1.0;  // multiplies cos and sin (YaRN's magnitude correction included)
     double beta_fast = 32.0, beta_slow = 1.0;
     int64_t n_ctx_orig = 0;
     bool use_freq_factors = false;  // divide by rope_freqs.weight (llama3 scaling)

@@ -33,7 +33,6 @@ RopeFrequencies::RopeFrequencies(const RopeParams& p, int64_t n_rot, const std::
             const double y = (double(i) - low) / std::max(0.001, high - low);
             ramp_[size_t(i)] = (1.0 - std::clamp(y, 0.0, 1.0)) * p.ext_factor;
         }
-        mscale_ *= 1.0 + 0.1 * std::log(1.0 / p.freq_scale);
     }
 }
 

@@ -1,0 +1,149 @@
+#include "model/forward.h"
+
+#include <algorithm>
+
+#include "model/ops.h"
+
+namespace decollama {
+
+namespace {
+
+// Fewer rows than this (decode) run on the calling thread: a row costs less than waking the pool.
+constexpr int64_t kMinRowsForPool = 8;
+
+template <class RowFn>
+void for_each_row(ThreadPool& pool, int64_t n, const RowFn& fn) {
+    if (n < kMinRowsForPool) {
+        for (int64_t t = 0; t < n; ++t) fn(t);
+        return;
+    }
+    pool.parallel_for(n, [&](int64_t begin, int64_t end) {
+        for (int64_t t = begin; t < end; ++t) fn(t);
+    });
+}
+
+}  // namespace
+
+Forward::Forward(const HParams& hp, const ModelWeights& w, int n_threads, int64_t n_batch)
+    : hp_(hp),
+      w_(w),
+      n_batch_(n_batch),
+      rope_global_(hp.rope_global, hp.n_rot, w.rope_freq_factors),
+      rope_local_(hp.rope_local, hp.n_rot, w.rope_freq_factors),
+      attention_(n_threads, n_batch, hp.n_head, hp.head_dim_v) {
+    const auto rows = [&](int64_t width) { return size_t(n_batch * width); };
+    x_.resize(rows(hp.n_embd));
+    h_.resize(rows(hp.n_embd));
+    q_.resize(rows(hp.n_head * hp.head_dim_k));
+    k_.resize(rows(hp.n_head_kv * hp.head_dim_k));
+    v_.resize(rows(hp.n_head_kv * hp.head_dim_v));
+    attn_.resize(rows(hp.n_head * hp.head_dim_v));
+    gate_.resize(rows(hp.n_ff));
+    up_.resize(rows(hp.n_ff));
+    cos_global_.resize(rows(hp.n_rot / 2));
+    sin_global_.resize(rows(hp.n_rot / 2));
+    if (hp.sliding_window > 0) {
+        cos_local_.resize(rows(hp.n_rot / 2));
+        sin_local_.resize(rows(hp.n_rot / 2));
+    }
+}
+
+void Forward::run(const int32_t* tokens, int64_t n, int64_t pos0, KVCache& cache, ThreadPool& pool, CpuPath path) {
+    embed_tokens(w_.token_embd, tokens, n, hp_.embd_scale, x_.data());
+    rope_global_.tables(pos0, n, cos_global_.data(), sin_global_.data());
+    if (hp_.sliding_window > 0) rope_local_.tables(pos0, n, cos_local_.data(), sin_local_.data());
+
+    for (int64_t il = 0; il < hp_.n_layer; ++il) {
+        attention_block(il, n, pos0, cache, pool, path);
+        ffn_block(il, n, pool, path);
+    }
+    const int64_t n_embd = hp_.n_embd;
+    for_each_row(pool, n, [&](int64_t t) {
+        float* x = x_.data() + t * n_embd;
+        rms_norm(x, w_.output_norm.data(), n_embd, hp_.rms_eps, x);
+    });
+}
+
+void Forward::attention_block(int64_t il, int64_t n, int64_t pos0, KVCache& cache, ThreadPool& pool, CpuPath path) {
+    const LayerWeights& l = w_.layers[size_t(il)];
+    const int64_t n_embd = hp_.n_embd;
+    for_each_row(pool, n, [&](int64_t t) {
+        rms_norm(x_.data() + t * n_embd, l.attn_norm.data(), n_embd, hp_.rms_eps, h_.data() + t * n_embd);
+    });
+    matmul(l.wq, h_.data(), n, q_.data(), pool, path, matmul_scratch_);
+    matmul(l.wk, h_.data(), n, k_.data(), pool, path, matmul_scratch_);
+    matmul(l.wv, h_.data(), n, v_.data(), pool, path, matmul_scratch_);
+    for_each_row(pool, n, [&](int64_t t) { finish_qkv_row(il, t, pos0, cache); });
+
+    const int64_t window = hp_.layer_is_swa[size_t(il)] ? hp_.sliding_window : 0;
+    attention_.run(q_.data(), n, pos0, cache, il, window, attn_.data(), pool, path);
+
+    matmul(l.wo, attn_.data(), n, h_.data(), pool, path, matmul_scratch_);
+    for_each_row(pool, n, [&](int64_t t) {
+        float* h = h_.data() + t * n_embd;
+        if (hp_.post_norms) rms_norm(h, l.post_attn_norm.data(), n_embd, hp_.rms_eps, h);
+        add_in_place(x_.data() + t * n_embd, h, n_embd);
+    });
+}
+
+void Forward::finish_qkv_row(int64_t il, int64_t t, int64_t pos0, KVCache& cache) {
+    const LayerWeights& l = w_.layers[size_t(il)];
+    const int64_t hd_k = hp_.head_dim_k;
+    const int64_t q_dim = hp_.n_head * hd_k, k_dim = hp_.n_head_kv * hd_k, v_dim = hp_.n_head_kv * hp_.head_dim_v;
+    float* q = q_.data() + t * q_dim;
+    float* k = k_.data() + t * k_dim;
+    float* v = v_.data() + t * v_dim;
+    if (!l.bq.empty()) add_in_place(q, l.bq.data(), q_dim);
+    if (!l.bk.empty()) add_in_place(k, l.bk.data(), k_dim);
+    if (!l.bv.empty()) add_in_place(v, l.bv.data(), v_dim);
+
+    const bool local = hp_.layer_is_swa[size_t(il)];
+    const int64_t n_pairs = hp_.n_rot / 2;
+    const float* cos = (local ? cos_local_ : cos_global_).data() + t * n_pairs;
+    const float* sin = (local ? sin_local_ : sin_global_).data() + t * n_pairs;
+    for (int64_t h = 0; h < hp_.n_head; ++h) {
+        float* qh = q + h * hd_k;
+        if (hp_.qk_norm) rms_norm(qh, l.q_norm.data(), hd_k, hp_.rms_eps, qh);
+        apply_rope(qh, cos, sin, hp_.n_rot, hp_.rope_layout);
+        for (int64_t d = 0; d < hd_k; ++d) qh[d] *= hp_.attn_scale;  // the softmax scale, folded into q
+    }
+    for (int64_t h = 0; h < hp_.n_head_kv; ++h) {
+        float* kh = k + h * hd_k;
+        if (hp_.qk_norm) rms_norm(kh, l.k_norm.data(), hd_k, hp_.rms_eps, kh);
+        apply_rope(kh, cos, sin, hp_.n_rot, hp_.rope_layout);
+    }
+    cache.store(il, pos0 + t, 1, k, v);
+}
+
+void Forward::ffn_block(int64_t il, int64_t n, ThreadPool& pool, CpuPath path) {
+    const LayerWeights& l = w_.layers[size_t(il)];
+    const int64_t n_embd = hp_.n_embd, n_ff = hp_.n_ff;
+    for_each_row(pool, n, [&](int64_t t) {
+        rms_norm(x_.data() + t * n_embd, l.ffn_norm.data(), n_embd, hp_.rms_eps, h_.data() + t * n_embd);
+    });
+    matmul(l.ffn_gate, h_.data(), n, gate_.data(), pool, path, matmul_scratch_);
+    matmul(l.ffn_up, h_.data(), n, up_.data(), pool, path, matmul_scratch_);
+    for_each_row(pool, n, [&](int64_t t) {
+        float* g = gate_.data() + t * n_ff;
+        const float* u = up_.data() + t * n_ff;
+        if (hp_.activation == FfnActivation::GeluTanh)
+            gelu_tanh_glu(g, u, n_ff, g);
+        else
+            silu_glu(g, u, n_ff, g);
+    });
+    matmul(l.ffn_down, gate_.data(), n, h_.data(), pool, path, matmul_scratch_);
+    for_each_row(pool, n, [&](int64_t t) {
+        float* h = h_.data() + t * n_embd;
+        if (hp_.post_norms) rms_norm(h, l.post_ffn_norm.data(), n_embd, hp_.rms_eps, h);
+        add_in_place(x_.data() + t * n_embd, h, n_embd);
+    });
+}
+
+void Forward::logits(int64_t row_begin, int64_t row_end, float* out, ThreadPool& pool, CpuPath path) {
+    matmul(w_.output, x_.data() + row_begin * hp_.n_embd, row_end - row_begin, out, pool, path, matmul_scratch_);
+    if (hp_.final_logit_softcap > 0.0f)
+        for_each_row(pool, row_end - row_begin,
+                     [&](int64_t r) { softcap(out + r * hp_.n_vocab, hp_.n_vocab, hp_.final_logit_softcap); });
+}
+
+}  // namespace decollama

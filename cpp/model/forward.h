@@ -1,0 +1,51 @@
+// The transformer forward pass of one batch of tokens (llama, qwen2, qwen3, gemma3): fp32
+// activations, weights read in their GGUF types through matmul, K/V stored in the cache as the
+// layers go. All buffers are sized for n_batch tokens at construction.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "common/cpu_features.h"
+#include "common/thread_pool.h"
+#include "kv/kv_cache.h"
+#include "model/attention.h"
+#include "model/hparams.h"
+#include "model/model_weights.h"
+#include "model/rope.h"
+#include "quant/matmul.h"
+
+namespace decollama {
+
+class Forward {
+public:
+    Forward(const HParams& hp, const ModelWeights& w, int n_threads, int64_t n_batch);
+
+    // Runs n <= n_batch tokens (ids already validated) at positions pos0.. through every
+    // layer, storing their keys and values in the cache, and leaves the final-normed hidden
+    // states in hidden().
+    void run(const int32_t* tokens, int64_t n, int64_t pos0, KVCache& cache, ThreadPool& pool, CpuPath path);
+    const float* hidden() const { return x_.data(); }
+
+    // Logits of hidden rows [row_begin, row_end) of the last run, one n_vocab row each.
+    void logits(int64_t row_begin, int64_t row_end, float* out, ThreadPool& pool, CpuPath path);
+
+private:
+    void attention_block(int64_t il, int64_t n, int64_t pos0, KVCache& cache, ThreadPool& pool, CpuPath path);
+    void ffn_block(int64_t il, int64_t n, ThreadPool& pool, CpuPath path);
+    // q/k biases, QK-norm, RoPE and q scaling of row t, then stores its k and v in the cache.
+    void finish_qkv_row(int64_t il, int64_t t, int64_t pos0, KVCache& cache);
+
+    const HParams& hp_;
+    const ModelWeights& w_;
+    int64_t n_batch_;
+    RopeFrequencies rope_global_, rope_local_;
+    // Activations, n_batch rows each: residual stream, normed input / projection output, q, k,
+    // v, attention output, FFN gate and up.
+    std::vector<float> x_, h_, q_, k_, v_, attn_, gate_, up_;
+    // cos/sin tables of the batch per frequency set.
+    std::vector<float> cos_global_, sin_global_, cos_local_, sin_local_;
+    Attention attention_;
+    MatmulScratch matmul_scratch_;
+};
+
+}  // namespace decollama

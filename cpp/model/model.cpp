@@ -1,0 +1,127 @@
+#include "model/model.h"
+
+#include <algorithm>
+
+#include "common/error.h"
+#include "model/ops.h"
+
+namespace decollama {
+
+namespace {
+
+// Logit rows nll() forms per pass: matmul reads the output matrix once per 64 tokens anyway,
+// and 32 rows of a 262k vocabulary are 32 MiB.
+constexpr int64_t kNllLogitRows = 32;
+
+const ModelOptions& validated(const ModelOptions& o) {
+    if (o.n_ctx <= 0) throw InvalidArgument("n_ctx must be > 0, got " + std::to_string(o.n_ctx));
+    if (o.n_batch <= 0) throw InvalidArgument("n_batch must be > 0, got " + std::to_string(o.n_batch));
+    if (o.n_threads < 0) throw InvalidArgument("n_threads must be >= 0, got " + std::to_string(o.n_threads));
+    for (const auto* names : {&o.kv_k, &o.kv_v})
+        for (const std::string& name : *names) kv_format(name);  // InvalidArgument listing the valid ones
+    return o;
+}
+
+CpuPath checked_cpu_path(const std::string& name) {
+    if (name.empty()) return default_cpu_path();
+    const CpuPath p = cpu_path_from_name(name);
+    if (!cpu_path_supported(p, detect_cpu_features()))
+        throw InvalidArgument("cpu_path '" + name + "' is not supported by this CPU");
+    return p;
+}
+
+std::vector<KVLayerFormats> layer_formats(const ModelOptions& o, int64_t n_layer) {
+    const auto pick = [&](const std::vector<std::string>& names, int64_t il, const char* which) -> const KVFormat& {
+        if (names.size() == 1) return kv_format(names[0]);
+        if (int64_t(names.size()) != n_layer)
+            throw InvalidArgument(std::string(which) + ": expected 1 or " + std::to_string(n_layer) +
+                                  " format names (one per layer), got " + std::to_string(names.size()));
+        return kv_format(names[size_t(il)]);
+    };
+    std::vector<KVLayerFormats> formats;
+    for (int64_t il = 0; il < n_layer; ++il) formats.push_back({&pick(o.kv_k, il, "kv_k"), &pick(o.kv_v, il, "kv_v")});
+    return formats;
+}
+
+}  // namespace
+
+Model::Model(const std::string& path, const ModelOptions& options)
+    : file_(std::make_unique<GGUFFile>(path)),
+      hp_(read_hparams(*file_)),
+      weights_(load_model_weights(*file_, hp_)),
+      path_(checked_cpu_path(validated(options).cpu_path)),
+      n_batch_(std::min(options.n_batch, options.n_ctx)),
+      pool_(options.n_threads),
+      cache_(options.n_ctx, hp_.n_head_kv, hp_.head_dim_k, hp_.head_dim_v, layer_formats(options, hp_.n_layer)),
+      forward_(hp_, weights_, pool_.size(), n_batch_) {}
+
+int64_t Model::n_past() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return n_past_;
+}
+
+void Model::check_tokens(const int32_t* tokens, int64_t n) const {
+    if (n_past_ + n > cache_.n_ctx())
+        throw InvalidArgument("n_past (" + std::to_string(n_past_) + ") + " + std::to_string(n) +
+                              " tokens exceeds n_ctx (" + std::to_string(cache_.n_ctx()) + ")");
+    for (int64_t i = 0; i < n; ++i)
+        if (tokens[i] < 0 || tokens[i] >= hp_.n_vocab)
+            throw InvalidArgument("token id " + std::to_string(tokens[i]) + " at index " + std::to_string(i) +
+                                  " is out of range [0, " + std::to_string(hp_.n_vocab) + ")");
+}
+
+void Model::eval(const int32_t* tokens, int64_t n, LogitsMode mode, float* logits) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (n == 0 && mode == LogitsMode::Last) throw InvalidArgument("eval: no tokens to return the last logits of");
+    check_tokens(tokens, n);
+    for (int64_t b0 = 0; b0 < n; b0 += n_batch_) {
+        const int64_t nb = std::min(n_batch_, n - b0);
+        forward_.run(tokens + b0, nb, n_past_, cache_, pool_, path_);
+        n_past_ += nb;
+        if (mode == LogitsMode::All) forward_.logits(0, nb, logits + b0 * hp_.n_vocab, pool_, path_);
+    }
+    if (mode == LogitsMode::Last) {
+        const int64_t last_row = (n - 1) % n_batch_;  // in the last batch
+        forward_.logits(last_row, last_row + 1, logits, pool_, path_);
+    }
+}
+
+void Model::nll(const int32_t* tokens, int64_t n, int64_t first, double* out) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (first < 0 || (n > 0 && first > n - 1) || (n == 0 && first != 0))
+        throw InvalidArgument("nll: first must be in [0, " + std::to_string(std::max<int64_t>(n - 1, 0)) + "], got " +
+                              std::to_string(first));
+    check_tokens(tokens, n);
+    nll_logits_.resize(size_t(kNllLogitRows * hp_.n_vocab));  // keeps its capacity after the first call
+    for (int64_t b0 = 0; b0 < n; b0 += n_batch_) {
+        const int64_t nb = std::min(n_batch_, n - b0);
+        forward_.run(tokens + b0, nb, n_past_, cache_, pool_, path_);
+        n_past_ += nb;
+        // Rows i of this batch with a next token to score.
+        const int64_t row_end = std::min(nb, n - 1 - b0);
+        for (int64_t r0 = std::max<int64_t>(first - b0, 0); r0 < row_end; r0 += kNllLogitRows) {
+            const int64_t r1 = std::min(row_end, r0 + kNllLogitRows);
+            forward_.logits(r0, r1, nll_logits_.data(), pool_, path_);
+            pool_.parallel_for(r1 - r0, [&](int64_t begin, int64_t end) {
+                for (int64_t r = begin; r < end; ++r) {
+                    const float* row = nll_logits_.data() + r * hp_.n_vocab;
+                    const int64_t i = b0 + r0 + r;
+                    out[i - first] = log_sum_exp(row, hp_.n_vocab) - double(row[tokens[i + 1]]);
+                }
+            });
+        }
+    }
+}
+
+void Model::reset() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    n_past_ = 0;
+}
+
+void Model::truncate(int64_t n) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (n < 0) throw InvalidArgument("truncate: n must be >= 0, got " + std::to_string(n));
+    n_past_ = std::min(n_past_, n);
+}
+
+}  // namespace decollama

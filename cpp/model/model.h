@@ -1,0 +1,80 @@
+// A loaded model with its KV cache: the C++ API behind decollama._core.Model. Evaluates tokens
+// appended at n_past, returns logits or per-token negative log-likelihoods. Calls are
+// serialised by an internal mutex, so a model shared between threads is safe (not parallel).
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "common/cpu_features.h"
+#include "common/thread_pool.h"
+#include "gguf/gguf_file.h"
+#include "kv/kv_cache.h"
+#include "model/forward.h"
+#include "model/hparams.h"
+#include "model/model_weights.h"
+
+namespace decollama {
+
+struct ModelOptions {
+    int64_t n_ctx = 4096;
+    int n_threads = 0;      // 0: physical cores
+    int64_t n_batch = 512;  // tokens per forward pass; longer inputs are split
+    // KV formats: one name for every layer, or one per layer.
+    std::vector<std::string> kv_k{"f16"}, kv_v{"f16"};
+    std::string cpu_path;   // "scalar" | "avx2" | "avx512"; "" = default_cpu_path()
+};
+
+enum class LogitsMode { None, Last, All };
+
+class Model {
+public:
+    // Throws GGUFError for a bad file, InvalidArgument for bad options.
+    explicit Model(const std::string& path, const ModelOptions& options = {});
+
+    const HParams& hparams() const { return hp_; }
+    int64_t n_ctx() const { return cache_.n_ctx(); }
+    int64_t n_batch() const { return n_batch_; }
+    int64_t n_past() const;
+    int n_threads() const { return pool_.size(); }
+    CpuPath cpu_path() const { return path_; }
+    const KVCache& kv_cache() const { return cache_; }
+
+    // Rows eval() writes for n tokens: 0 (None), 1 (Last) or n (All).
+    static int64_t logits_rows(LogitsMode mode, int64_t n) {
+        return mode == LogitsMode::None ? 0 : mode == LogitsMode::Last ? 1 : n;
+    }
+
+    // Evaluates tokens at positions n_past.. and advances n_past; writes logits_rows(mode, n)
+    // rows of n_vocab floats. InvalidArgument (state unchanged) when a token id is out of
+    // range or the tokens do not fit in the context.
+    void eval(const int32_t* tokens, int64_t n, LogitsMode mode, float* logits);
+
+    // Evaluates tokens like eval() and writes, for i in [first, n - 1),
+    // out[i - first] = -log p(tokens[i + 1] | context up to tokens[i]). Logits are formed a
+    // few rows at a time, never for the whole batch.
+    void nll(const int32_t* tokens, int64_t n, int64_t first, double* out);
+
+    void reset();
+    // Forgets positions >= n (no-op when n >= n_past): the next eval continues at n.
+    void truncate(int64_t n);
+
+private:
+    void check_tokens(const int32_t* tokens, int64_t n) const;
+
+    std::unique_ptr<GGUFFile> file_;
+    HParams hp_;
+    ModelWeights weights_;
+    CpuPath path_;
+    int64_t n_batch_;
+    ThreadPool pool_;
+    KVCache cache_;
+    Forward forward_;
+    std::vector<float> nll_logits_;  // a few logit rows for nll(), allocated on first use
+    int64_t n_past_ = 0;
+    mutable std::mutex mutex_;
+};
+
+}  // namespace decollama
