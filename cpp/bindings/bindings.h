@@ -8,5 +8,6 @@ void bind_system(nanobind::module_& m);
 void bind_gguf(nanobind::module_& m);
 void bind_quant(nanobind::module_& m);
 void bind_sampling(nanobind::module_& m);
+void bind_model(nanobind::module_& m);
 
 }  // namespace decollama::py

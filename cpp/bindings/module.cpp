@@ -20,5 +20,6 @@ NB_MODULE(_core, m) {
     decollama::py::bind_gguf(m);
     decollama::py::bind_quant(m);
     decollama::py::bind_sampling(m);
+    decollama::py::bind_model(m);
     decollama::py::bind_tokenizer(m);
 }
