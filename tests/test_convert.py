@@ -314,11 +314,51 @@ def test_tokenizer_metadata(arch, tmp_path_factory):
     assert field(r, "tokenizer.chat_template") == tok.chat_template
 
 
-@pytest.mark.slow  # gguf-py needs ~15-30 s to parse the real file's 262k-token vocabulary
-def test_gemma3_matches_the_real_gemma_gguf_conventions(gemma_path, tmp_path_factory):
+@pytest.fixture(scope="module")
+def real_gemma(gemma_path):
+    return read(gemma_path)  # gguf-py needs ~15-30 s to parse its 262k-token vocabulary
+
+
+# The published config.json of google/gemma-3-270m, the source of the real GGUF.
+GEMMA3_270M_CONFIG = {
+    "architectures": ["Gemma3ForCausalLM"], "model_type": "gemma3_text", "_sliding_window_pattern": 6,
+    "attention_bias": False, "attention_dropout": 0.0, "attn_logit_softcapping": None, "bos_token_id": 2,
+    "eos_token_id": 1, "final_logit_softcapping": None, "head_dim": 256, "hidden_activation": "gelu_pytorch_tanh",
+    "hidden_size": 640, "intermediate_size": 2048, "max_position_embeddings": 32768,
+    "layer_types": (["sliding_attention"] * 5 + ["full_attention"]) * 3, "num_attention_heads": 4,
+    "num_hidden_layers": 18, "num_key_value_heads": 1, "pad_token_id": 0, "query_pre_attn_scalar": 256,
+    "rms_norm_eps": 1e-06, "rope_local_base_freq": 10000.0, "rope_scaling": None, "rope_theta": 1000000.0,
+    "sliding_window": 512, "torch_dtype": "bfloat16", "use_cache": True, "vocab_size": 262144,
+}
+
+
+@pytest.mark.slow
+def test_gemma3_270m_config_gives_the_real_files_hparams(real_gemma, tmp_path):
+    conv = tm.converter()
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / "config.json").write_text(json.dumps(GEMMA3_270M_CONFIG))
+    hp = conv.load_hparams(tmp_path / "hf")
+    w = gguf.GGUFWriter(tmp_path / "h.gguf", hp.arch)
+    conv.add_hparams(w, hp, GEMMA3_270M_CONFIG["vocab_size"])
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.close()
+    ours, real = gguf.GGUFReader(tmp_path / "h.gguf"), real_gemma[0]
+    real_keys = {k for k in real.fields if k.startswith("gemma3.")}
+    for key in real_keys:
+        assert field(ours, key) == field(real, key), key
+    # Two additions, at the values llama.cpp's runtime hard-codes for gemma3 when they are absent.
+    extra = {k for k in ours.fields if k.startswith("gemma3.")} - real_keys
+    assert extra == {"gemma3.rope.freq_base_swa", "gemma3.attention.sliding_window_pattern"}
+    assert field(ours, "gemma3.rope.freq_base_swa") == 10000.0
+    assert field(ours, "gemma3.attention.sliding_window_pattern") == [(i + 1) % 6 != 0 for i in range(18)]
+
+
+@pytest.mark.slow
+def test_gemma3_matches_the_real_gemma_gguf_conventions(real_gemma, tmp_path_factory):
     """Every key of the real Gemma 3 270M file (llama.cpp-converted) is present with the same type,
     and special, unused, user-defined and byte tokens get the same types and scores."""
-    real, real_tensors = read(gemma_path)
+    real, real_tensors = real_gemma
     ours, _ = read(tm.tiny_gguf("gemma3", "f32", tmp_path_factory))
     descriptive = {"general.basename", "general.size_label", "general.license", "general.tags"}
     for key, f in real.fields.items():

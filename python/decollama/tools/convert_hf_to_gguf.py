@@ -686,6 +686,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="decollama-convert: %(message)s")
+    # gguf-py warns about the "<bos> $A <bos> $B" pair template of most tokenizers; it is harmless.
+    logging.getLogger("gguf.vocab").addFilter(lambda r: "TemplateProcessing<pair>" not in r.getMessage())
     model_dir = Path(args.model_dir)
     out = Path(args.outfile) if args.outfile else model_dir / f"{model_dir.resolve().name}-{args.outtype}.gguf"
     try:
