@@ -29,18 +29,19 @@ inline __m256i broadcast_scale_pair(__m256i s16, int k) {
 // *min_acc += dmin * sum_s min[s] * bsum_s. Group g of 32 quant bytes holds sub-block 2g in
 // its low nibbles and 2g + 1 in its high nibbles; q5_K (kHighBits) adds 5th bits from qh.
 template <bool kHighBits, typename Block>
-inline __m256 k_superblock(const Block& x, const block_q8_K& y, __m256 acc, __m128* min_acc, __m256i qh) {
+inline __m256 k_superblock(const Block& x, const block_q8_K& y, __m256 acc, __m128* min_acc) {
     const __m128i scales_mins = unpack_k_scales_mins(x.scales);
     const __m256i scales16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(scales_mins));
     const __m256i low_nibble = _mm256_set1_epi8(0x0F);
     const __m256i bit4 = _mm256_set1_epi8(0x10);
-    __m256i hb = qh;
+    __m256i hb = _mm256_setzero_si256();
+    if constexpr (kHighBits) hb = load256(x.qh);
     __m256i sumi = _mm256_setzero_si256();
     for (int g = 0; g < 4; ++g) {
         const __m256i q = load256(x.qs + 32 * g);
         __m256i lo = _mm256_and_si256(q, low_nibble);
         __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low_nibble);
-        if (kHighBits) {
+        if constexpr (kHighBits) {
             // Bit 2g of qh[j] is the 5th bit of value j of sub-block 2g, bit 2g + 1 of 2g + 1.
             // Shifting hb right each step brings the next bit to bit 0 (bits shifted in from the
             // neighbouring byte only reach bit 0 after 8 shifts).
@@ -67,7 +68,7 @@ void vec_dot_q4_K_avx2(int64_t n, float* out, const void* w, const void* a) {
     __m256 acc = _mm256_setzero_ps();
     __m128 min_acc = _mm_setzero_ps();
     for (int64_t i = 0; i < n / QK_K; ++i)
-        acc = k_superblock<false>(x[i], y[i], acc, &min_acc, _mm256_setzero_si256());
+        acc = k_superblock<false>(x[i], y[i], acc, &min_acc);
     *out = hsum(acc) - hsum(min_acc);
 }
 
@@ -77,7 +78,7 @@ void vec_dot_q5_K_avx2(int64_t n, float* out, const void* w, const void* a) {
     __m256 acc = _mm256_setzero_ps();
     __m128 min_acc = _mm_setzero_ps();
     for (int64_t i = 0; i < n / QK_K; ++i)
-        acc = k_superblock<true>(x[i], y[i], acc, &min_acc, load256(x[i].qh));
+        acc = k_superblock<true>(x[i], y[i], acc, &min_acc);
     *out = hsum(acc) - hsum(min_acc);
 }
 

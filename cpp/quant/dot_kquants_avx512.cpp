@@ -20,6 +20,13 @@ namespace {
 
 inline __m512i join(__m256i lo, __m256i hi) { return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1); }
 
+// 32 bytes in both halves, the high half shifted right by `shift` bits per 16-bit lane: the
+// broadcast is a plain load, cheaper than building the halves separately and inserting.
+inline __m512i halves_shifted(const uint8_t* p, unsigned shift) {
+    const __m512i both = _mm512_broadcast_i64x4(load256(p));
+    return _mm512_mask_srli_epi16(both, 0xFFFF0000u, both, shift);
+}
+
 // 16 int32 -> 8: the two 256-bit halves added.
 inline __m256i fold(__m512i v) {
     return _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1));
@@ -43,7 +50,7 @@ constexpr Q6KScalePick kQ6KScalePick = make_q6_K_scale_pick();
 // matching 64 consecutive Q8_K quants. q5_K (kHighBits) adds the 5th bits: bit 2g of qh[j]
 // for the low half, 2g + 1 for the high half.
 template <bool kHighBits, typename Block>
-inline __m256 k_superblock(const Block& x, const block_q8_K& y, __m256 acc, __m128* min_acc, __m256i qh) {
+inline __m256 k_superblock(const Block& x, const block_q8_K& y, __m256 acc, __m128* min_acc) {
     const __m128i scales_mins = unpack_k_scales_mins(x.scales);
     // The 8 int16 scales in every 128-bit lane; shuffle g puts scale 2g in the low half and
     // 2g + 1 in the high half.
@@ -52,12 +59,12 @@ inline __m256 k_superblock(const Block& x, const block_q8_K& y, __m256 acc, __m1
     const __m512i bit4 = _mm512_set1_epi8(0x10);
     // Bit 0 of each byte: the low half's bit 2g, the high half's 2g + 1 after 2g shifts;
     // bits shifted in from the neighbouring byte reach bit 0 only after 8.
-    __m512i hb = kHighBits ? join(qh, _mm256_srli_epi16(qh, 1)) : _mm512_setzero_si512();
+    __m512i hb = _mm512_setzero_si512();
+    if constexpr (kHighBits) hb = halves_shifted(x.qh, 1);
     __m512i sumi = _mm512_setzero_si512();
     for (int g = 0; g < 4; ++g) {
-        const __m256i q = load256(x.qs + 32 * g);
-        __m512i codes = _mm512_and_si512(join(q, _mm256_srli_epi16(q, 4)), low_nibble);
-        if (kHighBits) {
+        __m512i codes = _mm512_and_si512(halves_shifted(x.qs + 32 * g, 4), low_nibble);
+        if constexpr (kHighBits) {
             codes = _mm512_or_si512(codes, _mm512_and_si512(_mm512_slli_epi16(hb, 4), bit4));
             hb = _mm512_srli_epi16(hb, 2);
         }
@@ -81,7 +88,7 @@ void vec_dot_q4_K_avx512(int64_t n, float* out, const void* w, const void* a) {
     __m256 acc = _mm256_setzero_ps();
     __m128 min_acc = _mm_setzero_ps();
     for (int64_t i = 0; i < n / QK_K; ++i)
-        acc = k_superblock<false>(x[i], y[i], acc, &min_acc, _mm256_setzero_si256());
+        acc = k_superblock<false>(x[i], y[i], acc, &min_acc);
     *out = hsum(acc) - hsum(min_acc);
 }
 
@@ -91,7 +98,7 @@ void vec_dot_q5_K_avx512(int64_t n, float* out, const void* w, const void* a) {
     __m256 acc = _mm256_setzero_ps();
     __m128 min_acc = _mm_setzero_ps();
     for (int64_t i = 0; i < n / QK_K; ++i)
-        acc = k_superblock<true>(x[i], y[i], acc, &min_acc, load256(x[i].qh));
+        acc = k_superblock<true>(x[i], y[i], acc, &min_acc);
     *out = hsum(acc) - hsum(min_acc);
 }
 
@@ -114,10 +121,9 @@ void vec_dot_q6_K_avx512(int64_t n, float* out, const void* w, const void* a) {
         __m512i sumi = _mm512_setzero_si512();
         for (int h = 0; h < 2; ++h) {
             const __m512i ql = _mm512_loadu_si512(x[i].ql + 64 * h);
-            const __m256i qh = load256(x[i].qh + 32 * h);
             // Low half: qh bits 0-1 (values 0..31) and, from the upper half, bits 2-3 (32..63);
             // after the nibble swap the same register gives bits 4-5 and 6-7.
-            const __m512i qh2 = join(qh, _mm256_srli_epi16(qh, 2));
+            const __m512i qh2 = halves_shifted(x[i].qh + 32 * h, 2);
             const __m512i lo = _mm512_or_si512(_mm512_and_si512(ql, low_nibble),
                                                _mm512_and_si512(_mm512_slli_epi16(qh2, 4), bits45));
             const __m512i hi = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), low_nibble),
