@@ -3,6 +3,7 @@
 //
 // The 32-value block dots put two blocks in one 512-bit register; an odd last block takes
 // the 256-bit code of simd_x86.h.
+
 // GCC 12's AVX-512 headers raise false -W(maybe-)uninitialized warnings (GCC PR 105593);
 // set before the header so they are silenced where they are reported.
 #if defined(__GNUC__) && !defined(__clang__) && __GNUC__ == 12

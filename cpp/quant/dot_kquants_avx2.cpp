@@ -42,9 +42,9 @@ inline __m256 k_superblock(const Block& x, const block_q8_K& y, __m256 acc, __m1
         __m256i lo = _mm256_and_si256(q, low_nibble);
         __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low_nibble);
         if constexpr (kHighBits) {
-            // Bit 2g of qh[j] is the 5th bit of value j of sub-block 2g, bit 2g + 1 of 2g + 1.
-            // Shifting hb right each step brings the next bit to bit 0 (bits shifted in from the
-            // neighbouring byte only reach bit 0 after 8 shifts).
+            // Bit 2g of qh[j] is the 5th bit of value j of sub-block 2g, bit 2g + 1 of 2g + 1:
+            // after 2g shifts they sit at bits 0 and 1. Bits shifted in from the neighbouring
+            // byte would reach bit 1 only after 7 shifts; at most 6 are made.
             lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_slli_epi16(hb, 4), bit4));
             hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_slli_epi16(hb, 3), bit4));
             hb = _mm256_srli_epi16(hb, 2);

@@ -1,5 +1,6 @@
 // AVX-512 (F/BW/VL/DQ) dots of the K-quants with Q8_K activations: 64 codes per register,
 // int32 sums per super-block, one float FMA per 256 values.
+
 // GCC 12's AVX-512 headers raise false -W(maybe-)uninitialized warnings (GCC PR 105593);
 // set before the header so they are silenced where they are reported.
 #if defined(__GNUC__) && !defined(__clang__) && __GNUC__ == 12
