@@ -87,9 +87,8 @@ class _StopFilter:
 
 @dataclass
 class _Step:
-    """One generated token (token=None for the final flush) and the text it released."""
+    """The text one generated token released (or the final flush), with its logprob entry."""
 
-    token: int | None
     text: str
     logprob: dict[str, Any] | None = None
 
@@ -155,6 +154,7 @@ class Llama:
         # Mirror of the KV cache: tokens [0, _n_tokens) are evaluated; also the penalties' history.
         self._input_ids = np.zeros(self._n_ctx, dtype=np.int32)
         self._n_tokens = 0
+        self._session = 0  # bumped by anything that takes over the cache
         self._logits = np.zeros((0, self._model.n_vocab), dtype=np.float32)
         # Some models pad the output layer past the tokenizer's vocabulary: never sample those rows.
         self._n_sample = min(int(self._model.n_vocab), int(self._tokenizer.n_vocab))
@@ -222,13 +222,17 @@ class Llama:
 
     def reset(self) -> None:
         """Empties the KV cache."""
+        self._session += 1
         self._model.reset()
         self._n_tokens = 0
 
     def eval(self, tokens: Sequence[int], logits: str = "last") -> np.ndarray:
         """Appends tokens to the context and returns their logits (logits="last"|"all"|"none"),
         also kept in `self.logits`."""
-        tokens = self._check_tokens(tokens)
+        self._session += 1
+        return self._eval(self._check_tokens(tokens), logits)
+
+    def _eval(self, tokens: list[int], logits: str = "last") -> np.ndarray:
         if self._n_tokens + len(tokens) > self._n_ctx:
             raise ValueError(f"cannot evaluate {len(tokens)} tokens: {self._n_tokens} of the n_ctx={self._n_ctx} "
                              f"positions are used")
@@ -247,22 +251,16 @@ class Llama:
         except ValueError:
             # The cache cannot rewind that far (e.g. sliding-window layers already dropped those
             # positions): start over; the caller evaluates from position 0 after reset.
-            self.reset()
+            self._model.reset()
+            self._n_tokens = 0
 
-    def _prefill(self, prompt: Sequence[int]) -> int:
-        """Makes the cache hold exactly `prompt` with the last token's logits in self._logits,
-        reusing the longest cached prefix. Returns how many tokens were evaluated."""
-        if not prompt:
-            raise ValueError("the prompt is empty (no tokens to evaluate)")
-        if len(prompt) > self._n_ctx:
-            raise ValueError(f"the prompt is {len(prompt)} tokens, longer than the context "
-                             f"(n_ctx={self._n_ctx})")
+    def _prefill(self, prompt: list[int]) -> None:
+        """Makes the cache hold exactly `prompt` (checked by _max_new) with the last token's logits
+        in self._logits, reusing the longest cached prefix."""
         # Always evaluate at least the last prompt token: its logits pick the first new token.
         keep = min(_common_prefix(self._input_ids[:self._n_tokens], prompt), len(prompt) - 1)
         self._truncate(keep)
-        rest = list(prompt[self._n_tokens:])
-        self.eval(rest, logits="last")
-        return len(rest)
+        self._eval(prompt[self._n_tokens:], logits="last")
 
     # ---- generation ----------------------------------------------------------------------------
 
@@ -451,7 +449,10 @@ class Llama:
 
     def _steps(self, run: _Run, prompt: list[int], max_new: int, sampler: Any, stops: tuple[str, ...],
                logprobs: int | None = None, extra_eog: frozenset[int] = frozenset()) -> Iterator[_Step]:
-        """The generation loop, lazily: nothing runs until the first step is asked for."""
+        """The generation loop, lazily: nothing runs until the first step is asked for. Another
+        generation, eval() or reset() in between invalidates it (the cache is no longer its own)."""
+        self._session += 1
+        session = self._session
         self._prefill(prompt)
         stream = _core.TokenStream(self._tokenizer)
         if self._tokenizer.add_space_prefix:
@@ -472,12 +473,15 @@ class Llama:
             text, hit = stop_filter.feed(stream.push(token))
             if hit:
                 run.finish_reason = "stop"
-                yield _Step(token, text, lp)
+                yield _Step(text, lp)
                 return
-            yield _Step(token, text, lp)
+            yield _Step(text, lp)
             if i + 1 == max_new:
                 break
-            self.eval([token])
+            if self._session != session:  # resumed after someone else used the cache
+                raise RuntimeError("this generation was interrupted by another use of the same Llama "
+                                   "(generate, eval or reset); finish or drop one stream before starting the next")
+            self._eval([token])
         if run.finish_reason is None:
             run.finish_reason = "length"
         text, hit = stop_filter.feed(stream.flush())
@@ -486,25 +490,27 @@ class Llama:
         else:
             text += stop_filter.drain()
         if text:
-            yield _Step(None, text)
+            yield _Step(text)
 
     def _piece_text(self, token: int) -> str:
         return bytes(self._tokenizer.token_to_piece(token)).decode("utf-8", "replace")
 
     def _token_logprob(self, row: np.ndarray, token: int, top_n: int) -> dict[str, Any]:
         lp = _log_softmax(row)
-        top = np.argsort(-lp, kind="stable")[:top_n] if top_n > 0 else []
-        return {"token": self._piece_text(token), "logprob": float(lp[token]),
-                "top": {self._piece_text(int(t)): float(lp[t]) for t in top}}
+        top: dict[str, float] = {}
+        for t in np.argsort(-lp, kind="stable")[:top_n]:
+            # Keyed by text like llama-cpp-python; byte tokens may share a key: the likelier stays.
+            top.setdefault(self._piece_text(int(t)), float(lp[t]))
+        return {"token": self._piece_text(token), "logprob": float(lp[token]), "top": top}
 
     def _prompt_logprobs(self, tokens: list[int], top_n: int) -> list[dict[str, Any]]:
         """Logprob entries for the prompt itself (echo=True). Evaluates it from the start, in chunks
         so the full-vocabulary rows never pile up; the cache then holds the prompt for generation."""
-        self.reset()
+        self._truncate(0)
         entries: list[dict[str, Any]] = [{"token": self._piece_text(tokens[0]), "logprob": None, "top": None}]
         chunk = 64
         for start in range(0, len(tokens), chunk):
-            rows = self.eval(tokens[start:start + chunk], logits="all")
+            rows = self._eval(tokens[start:start + chunk], logits="all")
             for j, row in enumerate(rows):
                 if start + j + 1 < len(tokens):
                     entries.append(self._token_logprob(row, tokens[start + j + 1], top_n))
