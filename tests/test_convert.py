@@ -531,7 +531,7 @@ def _break(src, what):
     ("config", "config.json: missing"),
     ("weights", "no *.safetensors weights"),
     ("tokenizer", "no tokenizer (tokenizer.model or tokenizer.json)"),
-    ("tensor", "missing tensor blk.1.ffn_up.weight"),
+    ("tensor", "missing tensor blk.1.ffn_up.weight (model.layers.1.mlp.up_proj.weight is in no safetensors"),
     ("regex", r"unknown pre-tokenizer regex '\\p{L}+|\\s+'"),
 ])
 def test_clear_errors(what, message, tmp_path, tmp_path_factory):

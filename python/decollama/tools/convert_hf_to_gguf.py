@@ -299,6 +299,15 @@ def gguf_name(hp: HParams, hf_name: str) -> str | None:
     raise ConvertError(f"tensor {hf_name}: no GGUF name for it in architecture {hp.hf_arch}")
 
 
+def hf_name_of(hp: HParams, name: str) -> str:
+    """The HF tensor a GGUF name comes from (for error messages)."""
+    base, _, suffix = name.rpartition(".")
+    if m := re.fullmatch(r"blk\.(\d+)\.(\w+)", base):
+        table = _GEMMA3_LAYER_NAMES if hp.arch == "gemma3" else _LAYER_NAMES
+        return f"model.layers.{m[1]}.{next(k for k, v in table.items() if v == m[2])}.{suffix}"
+    return f"{next(k for k, v in _GLOBAL_NAMES.items() if v == base)}.{suffix}"
+
+
 def required_tensors(hp: HParams) -> list[str]:
     names = ["token_embd.weight", "output_norm.weight"] + ([] if hp.tied else ["output.weight"])
     per_layer = ["attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate", "ffn_up", "ffn_down"]
@@ -370,7 +379,8 @@ def plan_tensors(hp: HParams, source: dict[str, SourceTensor], n_vocab: int, out
         found[name] = t
     for name in required_tensors(hp):
         if name not in found:
-            raise ConvertError(f"{model_dir}: missing tensor {name} (not in any safetensors file)")
+            raise ConvertError(f"{model_dir}: missing tensor {name} "
+                               f"({hf_name_of(hp, name)} is in no safetensors file)")
 
     def loader(name: str, t: SourceTensor) -> Callable[[], np.ndarray]:
         def load() -> np.ndarray:
