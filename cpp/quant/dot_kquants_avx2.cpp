@@ -94,6 +94,9 @@ void vec_dot_q6_K_avx2(int64_t n, float* out, const void* w, const void* a) {
         const __m256i scales = _mm256_cvtepi8_epi16(load128(x[i].scales));  // 16 int16
         const __m256i offset = _mm256_slli_epi32(_mm256_madd_epi16(scales, load256(y[i].bsums)), 5);
         __m256i sumi = _mm256_sub_epi32(_mm256_setzero_si256(), offset);
+        // Each half's 8 scales in both lanes; q[k] spans sub-blocks 2k (low lane) and 2k + 1.
+        const __m256i half_scales[2] = {_mm256_permute2x128_si256(scales, scales, 0x00),
+                                        _mm256_permute2x128_si256(scales, scales, 0x11)};
         for (int h = 0; h < 2; ++h) {
             const uint8_t* ql = x[i].ql + 64 * h;
             const int8_t* q8 = y[i].qs + 128 * h;
@@ -107,11 +110,9 @@ void vec_dot_q6_K_avx2(int64_t n, float* out, const void* w, const void* a) {
                 _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), low_nibble),
                                 _mm256_and_si256(_mm256_srli_epi16(qh, 2), bits45)),
             };
-            // This half's 8 scales in both lanes; q[k] spans sub-blocks 2k (low lane) and 2k + 1.
-            const __m256i half_scales = _mm256_permute2x128_si256(scales, scales, h == 0 ? 0x00 : 0x11);
             for (int k = 0; k < 4; ++k) {
                 const __m256i p = _mm256_maddubs_epi16(q[k], load256(q8 + 32 * k));
-                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, broadcast_scale_pair(half_scales, k)));
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, broadcast_scale_pair(half_scales[h], k)));
             }
         }
         acc = _mm256_fmadd_ps(_mm256_set1_ps(y[i].d * half_to_float(x[i].d)), _mm256_cvtepi32_ps(sumi), acc);
