@@ -198,34 +198,44 @@ def test_eos_ends_generation(tiny_path):
 
 # ---- prompt-prefix reuse -----------------------------------------------------------------------
 
-def test_prefix_reuse_evaluates_only_the_new_tokens(tiny_path):
-    llm = Llama(tiny_path, n_ctx=256, n_threads=1)
+@pytest.mark.parametrize("arch", ["llama", "gemma3"])  # gemma3: sliding-window layers (window 8)
+def test_prefix_reuse_evaluates_only_the_new_tokens(arch, tmp_path_factory):
+    path = tiny(arch, tmp_path_factory)
+    llm = Llama(path, n_ctx=256, n_threads=1)
     counter = llm._model = CountingModel(llm._model)
+    fresh = core.Model(path, n_ctx=256, n_threads=1)
+
+    def assert_logits_as_if_fresh(tokens):
+        fresh.reset()
+        np.testing.assert_allclose(llm.logits[-1], fresh.eval(tokens, logits="last")[-1], rtol=1e-5, atol=1e-5)
+
     first = llm.tokenize(PROMPT)
     llm.generate(PROMPT, max_tokens=1, temperature=0)
-    assert counter.evaluated == len(first)
-    assert llm.n_tokens == len(first)
+    assert counter.evaluated == len(first) and llm.n_tokens == len(first)
 
-    longer = PROMPT + " jumps over the lazy dog"
+    longer = PROMPT + " jumps over the lazy dog, then over the fence"
     second = llm.tokenize(longer)
     common = next(i for i, (a, b) in enumerate(zip(first + [-1], second)) if a != b)
     counter.evaluated = 0
+    llm.generate(longer, max_tokens=1, temperature=0)
+    assert counter.evaluated == len(second) - common  # only the new prompt tail
+    assert_logits_as_if_fresh(second)
     reused = llm.generate(longer, max_tokens=6, temperature=0)
-    assert counter.evaluated == len(second) - common + 5  # the new prompt tail, then 5 decode steps
-    assert reused == Llama(tiny_path, n_ctx=256, n_threads=1).generate(longer, max_tokens=6, temperature=0)
+    assert reused == Llama(path, n_ctx=256, n_threads=1).generate(longer, max_tokens=6, temperature=0)
 
     # The same prompt again: only its last token is re-evaluated (for its logits).
     counter.evaluated = 0
     llm.generate(longer, max_tokens=1, temperature=0)
     assert counter.evaluated == 1
 
-    # A different prompt sharing nothing after BOS: the cache is cut back to the common prefix.
+    # A prompt that parts ways early: the cache is cut back to the common prefix.
     counter.evaluated = 0
-    other = llm.tokenize("Zebra")
-    llm.generate("Zebra", max_tokens=1, temperature=0)
+    other_text = PROMPT + " sleeps"
+    other = llm.tokenize(other_text)
+    llm.generate(other_text, max_tokens=1, temperature=0)
     shared = next(i for i, (a, b) in enumerate(zip(second, other + [-1])) if a != b)
-    assert counter.evaluated == len(other) - shared
-    assert llm.n_tokens == len(other)
+    assert counter.evaluated == len(other) - shared and llm.n_tokens == len(other)
+    assert_logits_as_if_fresh(other)
 
 
 # ---- OpenAI-shaped results ---------------------------------------------------------------------
@@ -354,6 +364,7 @@ def test_tokenize_detokenize_and_facts(gemma_tiny):
     assert llm.tokenize("<start_of_turn>", add_bos=False, special=True) != \
         llm.tokenize("<start_of_turn>", add_bos=False, special=False)
     assert llm.n_ctx() == 256 and llm.n_vocab() == 640 and llm.token_eos() == 1 and llm.token_bos() == 2
+    assert llm.detokenize([llm.token_bos()]) == b"" and llm.detokenize([llm.token_bos()], special=True) == b"<bos>"
     assert llm.metadata["general.architecture"] == "gemma3"
     assert llm.kv_info()["n_ctx"] == 256
 
@@ -388,6 +399,13 @@ def test_invalid_gguf(tmp_path):
     bad.write_bytes(b"NOTAGGUF" + bytes(64))
     with pytest.raises(decollama.GGUFError, match=str(bad)):
         Llama(bad)
+
+
+def test_kv_formats_reach_the_cache(gemma_tiny_path):
+    llm = Llama(gemma_tiny_path, n_ctx=64, kv="q8_0", kv_v="f16")
+    assert {(layer["k"], layer["v"]) for layer in llm.kv_info()["layers"]} == {("q8_0", "f16")}
+    with pytest.raises(ValueError, match="bogus"):
+        Llama(gemma_tiny_path, kv="bogus")
 
 
 def test_gpu_layers_without_a_usable_gpu(tiny_path):

@@ -214,9 +214,10 @@ class Llama:
             raise ValueError(f"text must be str or bytes, got {type(text).__name__}")
         return list(self._tokenizer.tokenize(text, add_bos=add_bos, special=special))
 
-    def detokenize(self, tokens: Iterable[int]) -> bytes:
-        """The bytes the tokens stand for (possibly ending inside a UTF-8 character)."""
-        return bytes(self._tokenizer.detokenize(self._check_tokens(tokens)))
+    def detokenize(self, tokens: Iterable[int], special: bool = False) -> bytes:
+        """The bytes the tokens stand for (possibly ending inside a UTF-8 character); control tokens
+        are left out unless special=True."""
+        return bytes(self._tokenizer.detokenize(self._check_tokens(tokens), special=special))
 
     # ---- low-level evaluation ------------------------------------------------------------------
 
@@ -243,16 +244,8 @@ class Llama:
         return out
 
     def _truncate(self, n: int) -> None:
-        if n == self._n_tokens:
-            return
-        try:
-            self._model.truncate(n)
-            self._n_tokens = n
-        except ValueError:
-            # The cache cannot rewind that far (e.g. sliding-window layers already dropped those
-            # positions): start over; the caller evaluates from position 0 after reset.
-            self._model.reset()
-            self._n_tokens = 0
+        self._model.truncate(n)
+        self._n_tokens = n
 
     def _prefill(self, prompt: list[int]) -> None:
         """Makes the cache hold exactly `prompt` (checked by _max_new) with the last token's logits
@@ -260,7 +253,7 @@ class Llama:
         # Always evaluate at least the last prompt token: its logits pick the first new token.
         keep = min(_common_prefix(self._input_ids[:self._n_tokens], prompt), len(prompt) - 1)
         self._truncate(keep)
-        self._eval(prompt[self._n_tokens:], logits="last")
+        self._eval(prompt[keep:], logits="last")
 
     # ---- generation ----------------------------------------------------------------------------
 
