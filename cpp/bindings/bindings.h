@@ -9,5 +9,6 @@ void bind_gguf(nanobind::module_& m);
 void bind_quant(nanobind::module_& m);
 void bind_sampling(nanobind::module_& m);
 void bind_model(nanobind::module_& m);
+void bind_tokenizer(nanobind::module_& m);
 
 }  // namespace decollama::py
