@@ -117,16 +117,29 @@ def test_stream_pieces_join_to_the_text(llm):
     assert "".join(pieces) == text
 
 
-def test_stream_yields_whole_characters(llm):
-    # Byte-level BPE splits emoji and CJK over several tokens: pieces must stay valid UTF-8.
-    for seed in range(3):
-        for piece in llm.generate("Hello 👋", max_tokens=30, temperature=1.5, top_k=0, top_p=1, min_p=0,
-                                  seed=seed, stream=True):
-            piece.encode("utf-8")  # no lone surrogates or partial sequences
+def gpt2_byte_piece(b):
+    """The vocabulary spelling of byte b in byte-level BPE (GPT-2's printable byte mapping)."""
+    printable = [*range(0x21, 0x7F), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
+    if b in printable:
+        return chr(b)
+    return chr(256 + [c for c in range(256) if c not in printable].index(b))
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3"])  # byte-level BPE; SentencePiece byte fallback
+def test_stream_yields_whole_characters(arch, tmp_path_factory):
+    # Force a reply spelled byte by byte: each character must come out once, whole.
+    llm = Llama(tiny(arch, tmp_path_factory), n_ctx=64, n_threads=1)
+    chars = ["👋", "é", "日", "!"]
+    spell = gpt2_byte_piece if arch == "llama" else (lambda b: f"<0x{b:02X}>")
+    script = [llm._tokenizer.token_id(spell(b)) for c in chars for b in c.encode()]
+    assert min(script) >= 0
+    llm._model = Scripted(llm._model, script, llm.n_vocab())
+    pieces = list(llm.generate(PROMPT, max_tokens=len(script), temperature=0, stream=True))
+    assert pieces == chars
 
 
 def stop_cases(text):
-    """Stop strings cut out of a known continuation: inside tokens, across tokens, absent."""
+    """Stop strings cut out of a known continuation: inside tokens, across tokens, at the end."""
     assert len(text) > 8
     mid = len(text) // 2
     return [text[mid:mid + 4], text[mid - 1:mid + 1], text[3:9], text[-2:]]
@@ -158,38 +171,45 @@ def test_earliest_stop_wins_and_near_misses_pass(llm):
 def test_an_interleaved_stream_fails_loudly(llm):
     first = llm.generate(PROMPT, max_tokens=10, temperature=0, stream=True)
     next(first)
-    assert llm.generate("Something else", max_tokens=3, temperature=0) is not None
+    llm.generate("Something else", max_tokens=3, temperature=0)
     with pytest.raises(RuntimeError, match="interrupted"):
         list(first)
+
+
+class Scripted(CountingModel):
+    """Biases the logits so the k-th generated token is script[k] (the last one repeats)."""
+
+    def __init__(self, inner, script, n_vocab):
+        super().__init__(inner)
+        self.script, self.n_vocab, self.step = script, n_vocab, 0
+
+    def eval(self, tokens, logits="last"):
+        out = super().eval(tokens, logits)
+        out[..., self.script[min(self.step, len(self.script) - 1)]] += 1e4
+        self.step += 1
+        return out
+
+
+def biased(inner, token, n_vocab):
+    """Forces token to win at every step."""
+    return Scripted(inner, [token], n_vocab)
 
 
 def test_max_tokens_and_context_limits(tiny_path):
     llm = Llama(tiny_path, n_ctx=32, n_threads=1)
     prompt = llm.tokenize(PROMPT)
+    llm._model = biased(llm._model, llm.tokenize("x", add_bos=False)[0], llm.n_vocab())
     out = llm(PROMPT, max_tokens=0, temperature=0)  # <= 0: until the context is full
-    n_gen = out["usage"]["completion_tokens"]
-    assert out["choices"][0]["finish_reason"] in ("length", "stop")
-    if out["choices"][0]["finish_reason"] == "length":
-        assert len(prompt) + n_gen == 32 + 1  # the last token never needs a cache slot
+    assert out["choices"][0]["finish_reason"] == "length"
+    assert len(prompt) + out["usage"]["completion_tokens"] == 32 + 1  # the last token needs no slot
+    assert llm.n_tokens == 32
     out = llm(PROMPT, max_tokens=3, temperature=0)
-    assert out["usage"]["completion_tokens"] <= 3
-
-
-class Biased(CountingModel):
-    """Adds a fixed bias to every logits row: forces a chosen token to win."""
-
-    def __init__(self, inner, token, n_vocab):
-        super().__init__(inner)
-        self.bias = np.zeros(n_vocab, dtype=np.float32)
-        self.bias[token] = 1e4
-
-    def eval(self, tokens, logits="last"):
-        return super().eval(tokens, logits) + self.bias
+    assert out["usage"]["completion_tokens"] == 3 and out["choices"][0]["text"] == "xxx"
 
 
 def test_eos_ends_generation(tiny_path):
     llm = Llama(tiny_path, n_ctx=128, n_threads=1)
-    llm._model = Biased(llm._model, llm.token_eos(), llm.n_vocab())
+    llm._model = biased(llm._model, llm.token_eos(), llm.n_vocab())
     assert llm._tokenizer.is_eog(llm.token_eos())
     out = llm(PROMPT, max_tokens=5, temperature=0.8)
     assert out["choices"][0]["finish_reason"] == "stop"
@@ -347,7 +367,7 @@ def test_chat_stops_at_end_of_turn(gemma_tiny_path):
     # <end_of_turn> is what a Gemma reply ends with: the reply stops there, without its text.
     llm = Llama(gemma_tiny_path, n_ctx=128, n_threads=1)
     (eot,) = llm.tokenize("<end_of_turn>", add_bos=False, special=True)
-    llm._model = Biased(llm._model, eot, llm.n_vocab())
+    llm._model = biased(llm._model, eot, llm.n_vocab())
     out = llm.create_chat_completion([{"role": "user", "content": "Hi"}], max_tokens=5)
     assert out["choices"][0]["finish_reason"] == "stop"
     assert out["choices"][0]["message"]["content"] == "" and out["usage"]["completion_tokens"] == 0
