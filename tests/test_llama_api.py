@@ -342,7 +342,8 @@ def test_chat_completion_shape_and_stream(which, request):
     chunks = list(llm.create_chat_completion(messages, max_tokens=8, temperature=0, stream=True))
     assert all(c["object"] == "chat.completion.chunk" for c in chunks)
     assert chunks[0]["choices"][0]["delta"] == {"role": "assistant"}
-    assert chunks[-1]["choices"][0]["delta"] == {} and chunks[-1]["choices"][0]["finish_reason"] == choice["finish_reason"]
+    last = chunks[-1]["choices"][0]
+    assert last["delta"] == {} and last["finish_reason"] == choice["finish_reason"]
     assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == choice["message"]["content"]
 
 

@@ -136,13 +136,13 @@ def test_greedy_applies_penalties_and_breaks_ties_by_lowest_id():
 
 def test_seeded_sampling_is_reproducible_and_seeds_differ(logits):
     params = dict(temperature=1.5, top_k=0, top_p=1.0, min_p=0.0)
-    a = [core.Sampler(seed=123, **params).sample(logits) for _ in range(1)]
     s1, s2, s3 = (core.Sampler(seed=k, **params) for k in (123, 123, 124))
     seq1 = [s1.sample(logits) for _ in range(200)]
     seq2 = [s2.sample(logits) for _ in range(200)]
     seq3 = [s3.sample(logits) for _ in range(200)]
-    assert seq1 == seq2 and seq1[0] == a[0]
+    assert seq1 == seq2
     assert seq1 != seq3
+    assert len(set(seq1)) > 10  # really sampling, not stuck on one token
     s1.reseed(123)
     assert [s1.sample(logits) for _ in range(200)] == seq1
 

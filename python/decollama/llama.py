@@ -22,10 +22,10 @@ from ._native import core as _core
 from .gguf_file import GGUFFile
 
 
-def _as_int(name: str, value: Any, minimum: int) -> int:
+def _as_int(name: str, value: Any, minimum: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise ValueError(f"{name} must be an integer, got {value!r}")
-    if value < minimum:
+    if minimum is not None and value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return int(value)
 
@@ -361,7 +361,8 @@ class Llama:
     # ---- resources -----------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Frees the model and the KV cache now rather than at garbage collection."""
+        """Frees the model and the KV cache now rather than at garbage collection; the object is
+        unusable afterwards."""
         self._model = None
         self._tokenizer = None
 
@@ -404,7 +405,7 @@ class Llama:
             raise ValueError(f"the prompt is {len(prompt)} tokens, longer than the context "
                              f"(n_ctx={self._n_ctx})")
         if max_tokens is not None:
-            max_tokens = _as_int("max_tokens", max_tokens, -(2**62))
+            max_tokens = _as_int("max_tokens", max_tokens)
         room = self._n_ctx - len(prompt) + 1  # the last new token need not be evaluated
         return room if max_tokens is None or max_tokens <= 0 else min(max_tokens, room)
 
