@@ -1,10 +1,12 @@
-// decollama._core.Model: the model, its KV cache and evaluation (see cpp/model/model.h).
+// decollama._core.Model: the model, its KV cache and evaluation (see cpp/model/model.h); and,
+// for tests, the KV formats' fused attention on a one-layer cache (kv_attention).
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/variant.h>
 #include <nanobind/stl/vector.h>
 
+#include <algorithm>
 #include <limits>
 #include <memory>
 #include <string>
@@ -13,6 +15,9 @@
 
 #include "bindings/bindings.h"
 #include "common/error.h"
+#include "common/thread_pool.h"
+#include "kv/kv_cache.h"
+#include "model/attention.h"
 #include "model/model.h"
 
 namespace nb = nanobind;
@@ -23,6 +28,7 @@ namespace decollama::py {
 namespace {
 
 using FormatNames = std::variant<std::string, std::vector<std::string>>;
+using FloatMatrix = nb::ndarray<const float, nb::ndim<2>, nb::c_contig, nb::device::cpu>;
 
 std::vector<std::string> format_names(const FormatNames& v) {
     if (const auto* one = std::get_if<std::string>(&v)) return {*one};
@@ -84,6 +90,69 @@ nb::dict kv_info(const Model& m) {
     info["v_bits_per_element"] = v_bits;
     info["layers"] = layers;
     return info;
+}
+
+nb::list kv_formats() {
+    nb::list out;
+    for (const std::string& name : kv_format_names()) {
+        const KVFormat& f = kv_format(name);
+        nb::dict d;
+        d["name"] = name;
+        d["dim_block"] = f.dim_block;
+        d["tokens_per_block"] = f.tokens_per_block;
+        out.append(d);
+    }
+    return out;
+}
+
+// Stores k and v (n_kv rows, heads side by side) in a one-layer cache, append_batch rows at a
+// time (0: all at once), then attends with the last n_q positions' queries q. Returns the
+// attention output and the cache as the formats decode it, for a numpy reference.
+nb::tuple kv_attention(const FloatMatrix& q, const FloatMatrix& k, const FloatMatrix& v, int64_t n_head,
+                       int64_t n_head_kv, const std::string& kv_k, const std::string& kv_v, int64_t window,
+                       const std::string& cpu_path, int n_threads, int64_t append_batch) {
+    const int64_t n_q = int64_t(q.shape(0)), n_kv = int64_t(k.shape(0));
+    if (n_head <= 0 || n_head_kv <= 0 || n_head % n_head_kv != 0 || q.shape(1) % size_t(n_head) != 0 ||
+        k.shape(1) % size_t(n_head_kv) != 0 || v.shape(1) % size_t(n_head_kv) != 0)
+        throw InvalidArgument("kv_attention: head counts do not divide the row widths");
+    const int64_t hd_k = int64_t(k.shape(1)) / n_head_kv, hd_v = int64_t(v.shape(1)) / n_head_kv;
+    if (int64_t(v.shape(0)) != n_kv || int64_t(q.shape(1)) != n_head * hd_k || n_q > n_kv || n_q == 0 ||
+        n_threads < 0 || append_batch < 0)
+        throw InvalidArgument("kv_attention: inconsistent shapes or arguments");
+    CpuPath path = default_cpu_path();
+    if (!cpu_path.empty()) {
+        path = cpu_path_from_name(cpu_path);
+        if (!cpu_path_supported(path, detect_cpu_features()))
+            throw InvalidArgument("cpu_path '" + cpu_path + "' is not supported by this CPU");
+    }
+    KVCache cache(n_kv, n_head_kv, hd_k, hd_v, {{&kv_format(kv_k), &kv_format(kv_v)}});
+    std::unique_ptr<float[]> out(new float[size_t(n_q * n_head * hd_v)]);
+    std::unique_ptr<float[]> k_read(new float[size_t(n_kv * n_head_kv * hd_k)]);
+    std::unique_ptr<float[]> v_read(new float[size_t(n_kv * n_head_kv * hd_v)]);
+    {
+        nb::gil_scoped_release no_gil;
+        const int64_t batch = append_batch > 0 ? append_batch : n_kv;
+        for (int64_t t = 0; t < n_kv; t += batch) {
+            const int64_t n = std::min(batch, n_kv - t);
+            cache.store(0, t, n, k.data() + t * n_head_kv * hd_k, v.data() + t * n_head_kv * hd_v);
+        }
+        ThreadPool pool(n_threads);
+        Attention attention(pool.size(), n_q, n_head, hd_v);
+        attention.run(q.data(), n_q, n_kv - n_q, cache, 0, window, out.get(), pool, path);
+
+        std::vector<float> rows(size_t(n_kv * std::max(hd_k, hd_v)));
+        for (int64_t h = 0; h < n_head_kv; ++h) {
+            cache.k_format(0).read(cache.k_stream(0, h), hd_k, 0, n_kv, rows.data());
+            for (int64_t t = 0; t < n_kv; ++t)
+                std::copy_n(rows.data() + t * hd_k, hd_k, k_read.get() + (t * n_head_kv + h) * hd_k);
+            cache.v_format(0).read(cache.v_stream(0, h), hd_v, 0, n_kv, rows.data());
+            for (int64_t t = 0; t < n_kv; ++t)
+                std::copy_n(rows.data() + t * hd_v, hd_v, v_read.get() + (t * n_head_kv + h) * hd_v);
+        }
+    }
+    return nb::make_tuple(owned_array(std::move(out), {size_t(n_q), size_t(n_head * hd_v)}),
+                          owned_array(std::move(k_read), {size_t(n_kv), size_t(n_head_kv * hd_k)}),
+                          owned_array(std::move(v_read), {size_t(n_kv), size_t(n_head_kv * hd_v)}));
 }
 
 }  // namespace
@@ -159,6 +228,12 @@ void bind_model(nb::module_& m) {
         .def_prop_ro("n_head", [](const Model& self) { return self.hparams().n_head; })
         .def_prop_ro("n_head_kv", [](const Model& self) { return self.hparams().n_head_kv; })
         .def_prop_ro("head_dim", [](const Model& self) { return self.hparams().head_dim_k; });
+
+    m.def("kv_formats", &kv_formats, "The KV cache formats: name, dim_block, tokens_per_block.");
+    m.def("kv_attention", &kv_attention, "q"_a, "k"_a, "v"_a, "n_head"_a, "n_head_kv"_a, "kv_k"_a = "f16",
+          "kv_v"_a = "f16", "window"_a = 0, "cpu_path"_a = "", "n_threads"_a = 1, "append_batch"_a = 0,
+          "Test hook: the fused attention of the KV formats on a one-layer cache holding k and v; the queries "
+          "are the last len(q) positions. Returns (out, k as stored, v as stored).");
 }
 
 }  // namespace decollama::py
