@@ -15,8 +15,10 @@ Where a reference deviates from the behaviour the model was trained with, the te
 checks against the other reference instead.
 """
 import concurrent.futures
+import importlib.util
 import pathlib
 import random
+import re
 import time
 import unicodedata
 
@@ -444,6 +446,20 @@ def test_pre_tokenizers_match_hf_regexes():
     for name, reference in references.items():
         for s in samples:
             assert core.pre_tokenize(name, s) == [w for w, _ in reference.pre_tokenize_str(s)], (name, s)
+
+
+def test_unicode_tables_are_generated_from_unicodedata():
+    """The committed table is what tools/gen_unicode_tables.py writes from this Python's unicodedata
+    (checked when the Unicode versions agree; the table names the one it was made from)."""
+    root = pathlib.Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location("gen_unicode_tables", root / "tools" / "gen_unicode_tables.py")
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    committed = gen.OUT.read_text(encoding="utf-8")
+    version = re.search(r"Unicode (\d+\.\d+\.\d+)", committed.splitlines()[0]).group(1)
+    if version != unicodedata.unidata_version:
+        pytest.skip(f"table from Unicode {version}, this Python has {unicodedata.unidata_version}")
+    assert committed == gen.render()
 
 
 def test_pre_tokenizer_unknown_name():

@@ -59,8 +59,6 @@ def render() -> str:
         "",
         "namespace decollama::unicode {",
         "",
-        f'const char kUnicodeTablesVersion[] = "{unicodedata.unidata_version}";',
-        "",
         "const CodepointRange kCodepointRanges[] = {",
     ]
     per_line = 4

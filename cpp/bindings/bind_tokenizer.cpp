@@ -37,7 +37,7 @@ int32_t to_token_id(const Tokenizer& t, int64_t id) {
     return static_cast<int32_t>(id);
 }
 
-std::vector<int32_t> tokenize_bytes(const Tokenizer& t, std::string_view text, bool add_bos, bool special) {
+std::vector<int32_t> tokenize_maybe_without_gil(const Tokenizer& t, std::string_view text, bool add_bos, bool special) {
     if (text.size() < kReleaseGilBytes) return t.tokenize(text, add_bos, special);
     nb::gil_scoped_release release;
     return t.tokenize(text, add_bos, special);
@@ -110,14 +110,14 @@ void bind_tokenizer(nb::module_& m) {
              "(token_types: llama.cpp's values, 1 normal ... 6 byte).")
         .def("tokenize",
              [](const Tokenizer& t, const nb::str& text, bool add_bos, bool special) {
-                 return tokenize_bytes(t, utf8_view(text), add_bos, special);
+                 return tokenize_maybe_without_gil(t, utf8_view(text), add_bos, special);
              },
              "text"_a, "add_bos"_a = true, "special"_a = false,
              "Token ids of text. special=True matches control tokens written in the text "
              "('<start_of_turn>') as single tokens; user-defined tokens are always matched.")
         .def("tokenize",
              [](const Tokenizer& t, const nb::bytes& text, bool add_bos, bool special) {
-                 return tokenize_bytes(t, std::string_view(text.c_str(), text.size()), add_bos, special);
+                 return tokenize_maybe_without_gil(t, std::string_view(text.c_str(), text.size()), add_bos, special);
              },
              "text"_a, "add_bos"_a = true, "special"_a = false,
              "The same for raw bytes, which need not be valid UTF-8.")

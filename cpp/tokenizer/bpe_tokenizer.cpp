@@ -1,5 +1,6 @@
 #include "tokenizer/bpe_tokenizer.h"
 
+#include <cstdint>
 #include <queue>
 
 #include "common/error.h"
@@ -9,19 +10,21 @@ namespace decollama {
 
 namespace {
 
+constexpr size_t kNone = SIZE_MAX;  // no neighbour
+
 // A run of bytes of the word, holding token `id`; the live ones form a doubly linked list.
 struct Symbol {
     int32_t id;  // -1: a byte the vocabulary cannot spell, which never merges
-    int prev;
-    int next;
     bool alive;
+    size_t prev;
+    size_t next;
 };
 
 // Merging the symbol at `left` with its right neighbour, as they were when queued.
 struct Candidate {
     int32_t rank;
-    int left;
-    int right;
+    size_t left;
+    size_t right;
     int32_t left_id;
     int32_t right_id;
     int32_t result;
@@ -86,22 +89,21 @@ void BpeTokenizer::encode_word(std::string_view word, std::vector<int32_t>& out)
     std::vector<Symbol> symbols;
     symbols.reserve(word.size());
     for (size_t i = 0; i < word.size(); ++i) {
-        const int index = static_cast<int>(i);
-        symbols.push_back({byte_tokens_[static_cast<uint8_t>(word[i])], index - 1, index + 1, true});
+        symbols.push_back({byte_tokens_[static_cast<uint8_t>(word[i])], true, i == 0 ? kNone : i - 1, i + 1});
     }
     if (symbols.empty()) return;
-    symbols.back().next = -1;
+    symbols.back().next = kNone;
 
     std::priority_queue<Candidate, std::vector<Candidate>, WorseCandidate> queue;
-    const auto consider = [&](int left, int right) {
-        if (left < 0 || right < 0) return;
+    const auto consider = [&](size_t left, size_t right) {
+        if (left == kNone || right == kNone) return;
         const int32_t left_id = symbols[left].id;
         const int32_t right_id = symbols[right].id;
         if (left_id < 0 || right_id < 0) return;
         const auto it = merges_.find(pair_key(left_id, right_id));
         if (it != merges_.end()) queue.push({it->second.rank, left, right, left_id, right_id, it->second.result});
     };
-    for (int i = 1; i < static_cast<int>(symbols.size()); ++i) consider(i - 1, i);
+    for (size_t i = 1; i < symbols.size(); ++i) consider(i - 1, i);
 
     while (!queue.empty()) {
         const Candidate c = queue.top();
@@ -115,12 +117,12 @@ void BpeTokenizer::encode_word(std::string_view word, std::vector<int32_t>& out)
         left.id = c.result;
         right.alive = false;
         left.next = right.next;
-        if (right.next >= 0) symbols[right.next].prev = c.left;
+        if (right.next != kNone) symbols[right.next].prev = c.left;
         consider(left.prev, c.left);
         consider(c.left, left.next);
     }
 
-    for (int i = 0; i >= 0; i = symbols[i].next) {
+    for (size_t i = 0; i != kNone; i = symbols[i].next) {
         if (symbols[i].id >= 0) {
             out.push_back(symbols[i].id);
         } else if (vocab_.unk_id >= 0) {

@@ -30,6 +30,8 @@ constexpr NamedKind kNames[] = {
 class CodepointText {
 public:
     explicit CodepointText(std::string_view text) {
+        cps_.reserve(text.size());
+        classes_.reserve(text.size());
         offsets_.reserve(text.size() + 1);
         for (size_t pos = 0; pos < text.size();) {
             const utf8::DecodedChar c = utf8::decode(text, pos);

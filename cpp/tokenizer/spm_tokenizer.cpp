@@ -1,5 +1,6 @@
 #include "tokenizer/spm_tokenizer.h"
 
+#include <cstdint>
 #include <cstdio>
 #include <queue>
 #include <string>
@@ -12,20 +13,23 @@ namespace {
 
 constexpr std::string_view kSpaceMark = "\xE2\x96\x81";  // U+2581, SentencePiece's stand-in for ' '
 
+constexpr size_t kNone = SIZE_MAX;  // no neighbour
+
 // A piece of the text being merged; the live ones form a doubly linked list.
 struct Symbol {
     size_t begin;
     size_t size;  // 0 once merged into its left neighbour
-    int prev;
-    int next;
+    size_t prev;
+    size_t next;
 };
 
 // Merging the symbols at `left` and its right neighbour, whose sizes add up to `size`, would
-// make a token of this score. Stale once either symbol has changed, which a size check detects.
+// make a token of this score. Stale once either symbol has changed: sizes only grow, so an
+// unchanged sum means both are as they were.
 struct Candidate {
     float score;
-    int left;
-    int right;
+    size_t left;
+    size_t right;
     size_t size;
 };
 
@@ -87,22 +91,22 @@ void SpmTokenizer::encode(std::string_view raw, bool space_prefix, std::vector<i
     symbols.reserve(text.size());
     for (size_t pos = 0; pos < text.size();) {
         const size_t size = utf8::decode(text, pos).size;
-        const int index = static_cast<int>(symbols.size());
-        symbols.push_back({pos, size, index - 1, index + 1});
+        const size_t index = symbols.size();
+        symbols.push_back({pos, size, index == 0 ? kNone : index - 1, index + 1});
         pos += size;
     }
-    symbols.back().next = -1;
+    symbols.back().next = kNone;
 
     std::priority_queue<Candidate, std::vector<Candidate>, WorseCandidate> queue;
-    const auto consider = [&](int left, int right) {
-        if (left < 0 || right < 0) return;
+    const auto consider = [&](size_t left, size_t right) {
+        if (left == kNone || right == kNone) return;
         const size_t size = symbols[left].size + symbols[right].size;
         const int32_t id = mergeable_id(std::string_view(text).substr(symbols[left].begin, size));
         if (id < 0) return;
         const float score = vocab_.scores.empty() ? 0.0f : vocab_.scores[id];
         queue.push({score, left, right, size});
     };
-    for (int i = 1; i < static_cast<int>(symbols.size()); ++i) consider(i - 1, i);
+    for (size_t i = 1; i < symbols.size(); ++i) consider(i - 1, i);
 
     while (!queue.empty()) {
         const Candidate c = queue.top();
@@ -114,12 +118,12 @@ void SpmTokenizer::encode(std::string_view raw, bool space_prefix, std::vector<i
         left.size += right.size;
         right.size = 0;
         left.next = right.next;
-        if (right.next >= 0) symbols[right.next].prev = c.left;
+        if (right.next != kNone) symbols[right.next].prev = c.left;
         consider(left.prev, c.left);
         consider(c.left, left.next);
     }
 
-    for (int i = 0; i >= 0; i = symbols[i].next) {
+    for (size_t i = 0; i != kNone; i = symbols[i].next) {
         const std::string_view piece = std::string_view(text).substr(symbols[i].begin, symbols[i].size);
         // Every merged piece is a token; only a lone character can be missing from the vocabulary.
         const int32_t id = mergeable_id(piece);

@@ -30,7 +30,8 @@ constexpr std::string_view kEndOfGenerationTexts[] = {
     "<|eom_id|>", "<|end_of_text|>", "<|return|>", "<|call|>", "</s>",
 };
 
-bool is_special_type(TokenType t) {
+// Types whose text shows only when special tokens are rendered.
+bool renders_only_as_special(TokenType t) {
     return t == TokenType::Control || t == TokenType::Unknown || t == TokenType::Unused;
 }
 
@@ -170,7 +171,7 @@ std::string Tokenizer::token_to_piece(int32_t id, bool render_special) const {
     s.check(id);
     const std::string& text = s.vocab.tokens[id];
     const TokenType type = s.type_of(id);
-    if (is_special_type(type)) return render_special ? text : std::string();
+    if (renders_only_as_special(type)) return render_special ? text : std::string();
     // User-defined tokens are stored as the text they match (llama.cpp's converter writes them so).
     if (type == TokenType::UserDefined) return text;
 

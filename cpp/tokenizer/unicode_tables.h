@@ -28,7 +28,6 @@ struct CodepointRange {
     uint8_t flags;
 };
 
-extern const char kUnicodeTablesVersion[];
 extern const CodepointRange kCodepointRanges[];
 extern const size_t kCodepointRangeCount;
 
