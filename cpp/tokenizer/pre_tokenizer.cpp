@@ -15,9 +15,9 @@ struct NamedKind {
     PreTokenizerKind kind;
 };
 
-// The tokenizer.ggml.pre names llama.cpp's converter writes for each split expression.
-// "default" is what the converter writes for a BPE vocabulary it does not recognise; GPT-2's
-// expression is then the one HF's ByteLevel pre-tokenizer applies.
+// The tokenizer.ggml.pre names llama.cpp's converter writes for each split expression, plus
+// "gpt2". "default" is what the converter writes for a BPE vocabulary it does not recognise;
+// GPT-2's expression is then the one HF's ByteLevel pre-tokenizer applies.
 constexpr NamedKind kNames[] = {
     {"gpt2", PreTokenizerKind::Gpt2},        {"gpt-2", PreTokenizerKind::Gpt2},
     {"phi-2", PreTokenizerKind::Gpt2},       {"default", PreTokenizerKind::Gpt2},

@@ -22,6 +22,7 @@ public:
     // Throws InvalidArgument when vocab.validate() would.
     explicit Tokenizer(TokenizerVocab vocab);
     ~Tokenizer();
+    // A moved-from Tokenizer may only be destroyed or assigned to.
     Tokenizer(Tokenizer&&) noexcept;
     Tokenizer& operator=(Tokenizer&&) noexcept;
 
