@@ -13,6 +13,7 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -131,7 +132,7 @@ class Llama:
             raise FileNotFoundError(errno.ENOENT, "model file not found", path)
         if not os.path.isfile(path):
             raise ValueError(f"model_path {path!r} is not a file")
-        gguf = GGUFFile(path)  # validates the whole header: GGUFError names the problem
+        GGUFFile(path).close()  # validates the whole header first: GGUFError names the problem
 
         self.model_path = path
         self._n_ctx = _as_int("n_ctx", n_ctx, 1)
@@ -142,7 +143,6 @@ class Llama:
         _check_gpu_layers(n_gpu_layers)
         self.verbose = bool(verbose)
 
-        self.metadata: dict[str, Any] = gguf.metadata
         self._tokenizer = _core.Tokenizer(path)
         self._model = _core.Model(path, n_ctx=self._n_ctx, n_threads=n_threads, n_batch=n_batch,
                                   kv_k=kv_k or kv, kv_v=kv_v or kv)
@@ -182,6 +182,12 @@ class Llama:
 
     def kv_info(self) -> dict[str, Any]:
         return self._model.kv_info()
+
+    @cached_property
+    def metadata(self) -> dict[str, Any]:
+        """The GGUF metadata, key -> value (vocabulary arrays included), read on first use."""
+        with GGUFFile(self.model_path) as gguf:
+            return gguf.metadata
 
     @property
     def n_tokens(self) -> int:
