@@ -32,7 +32,7 @@ void validate(const SamplerParams& p) {
     auto fail = [](const std::string& name, const std::string& rule, double v) {
         throw InvalidArgument(name + " must be " + rule + ", got " + num(v));
     };
-    if (std::isnan(p.temperature) || std::isinf(p.temperature))
+    if (!std::isfinite(p.temperature))
         fail("temperature", "a finite number", p.temperature);
     if (p.top_k < 0) fail("top_k", ">= 0 (0 turns it off)", p.top_k);
     if (!(p.top_p > 0.0f && p.top_p <= 1.0f)) fail("top_p", "in (0, 1]", p.top_p);
