@@ -14,6 +14,7 @@ namespace {
 constexpr int64_t kTile = kKVTileTokens;
 // Tasks per thread below which the key range is split: enough for dynamic balancing.
 constexpr int64_t kTasksPerThread = 4;
+constexpr int64_t kMaxInlineMergeRows = 64;
 
 // Folds one tile of scores into a (max, sum, acc) online-softmax state: rescales the state to
 // the new max and turns the scores into the tile's unnormalised probabilities (in place).
@@ -117,7 +118,7 @@ void Attention::run(const float* q, int64_t n_tokens, int64_t pos0, const KVCach
     if (n_split == 1) return;
 
     // Merge the splits of each (token, head): rescale each to the common max, then normalise.
-    pool.parallel_for(n_tokens * n_head_, [&](int64_t begin, int64_t end) {
+    const auto merge = [&](int64_t begin, int64_t end) {
         for (int64_t row = begin; row < end; ++row) {
             const int64_t i = row / n_head_, h = row % n_head_;
             const auto state = [&](int64_t split) { return size_t((i * n_split + split) * n_head_ + h); };
@@ -137,7 +138,12 @@ void Attention::run(const float* q, int64_t n_tokens, int64_t pos0, const KVCach
             const float inv = 1.0f / total;
             for (int64_t d = 0; d < hd_v; ++d) o[d] *= inv;
         }
-    });
+    };
+    // Decode merges a handful of rows: cheaper than waking the pool.
+    if (n_tokens * n_head_ <= kMaxInlineMergeRows)
+        merge(0, n_tokens * n_head_);
+    else
+        pool.parallel_for(n_tokens * n_head_, merge);
 }
 
 }  // namespace decollama
