@@ -23,10 +23,9 @@ class DecollamaEngine:
         try:
             self.tokenizer = core.Tokenizer(model_path)
             self.model = core.Model(model_path, n_ctx, n_threads, n_batch, kv_k=kv_k, kv_v=kv_v)
-        except (ValueError, RuntimeError, OSError) as e:
-            raise UsageError(f"cannot load {model_path}: {e}") from None
-        empty = self.tokenizer.tokenize("", add_bos=True, special=False)
-        self.bos = empty[0] if empty else None
+        except (ValueError, RuntimeError, OSError) as e:  # a bad file or option, named in e
+            raise UsageError(f"{model_path}: {e}") from None
+        self.bos = self.tokenizer.bos_id if self.tokenizer.add_bos else None
         self.info = dict(self.model.kv_info())
 
     def tokenize(self, text: str) -> list:
@@ -45,15 +44,12 @@ class DecollamaEngine:
 
     @property
     def n_vocab(self) -> int:
-        for attr in ("n_vocab", "vocab_size"):
-            for obj in (self.model, self.tokenizer):
-                if hasattr(obj, attr):
-                    return int(getattr(obj, attr))
-        raise UsageError("cannot tell the vocabulary size of the model")
+        return int(self.model.n_vocab)
 
     @property
     def kv_bits_per_element(self) -> float:
-        return float(self.info["bits_per_element"])
+        # Means over layers, K and V alike (same head size in every supported model).
+        return (self.info["k_bits_per_element"] + self.info["v_bits_per_element"]) / 2
 
     @property
     def kv_bytes_per_token(self) -> float:
