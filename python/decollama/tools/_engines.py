@@ -59,7 +59,7 @@ class DecollamaEngine:
 # llama.cpp cache types selectable through llama-cpp-python's type_k / type_v (GGML type ids),
 # with their storage bits per element (blocks of 32 elements carry an fp16 scale, and a min for _1).
 LLAMA_CPP_KV_TYPES = {
-    "f16": (1, 16.0), "q4_0": (2, 4.5), "q4_1": (3, 5.0), "q5_0": (6, 5.5), "q5_1": (7, 6.0),
+    "f32": (0, 32.0), "f16": (1, 16.0), "q4_0": (2, 4.5), "q4_1": (3, 5.0), "q5_0": (6, 5.5), "q5_1": (7, 6.0),
     "q8_0": (8, 8.5), "iq4_nl": (20, 4.5),
 }
 

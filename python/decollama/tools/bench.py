@@ -177,8 +177,9 @@ def _main(argv) -> int:
                           "repeats": args.repeats, "n_ctx": n_ctx, "vs_llama_cpp": vs, "rows": rows}))
     else:
         date = datetime.date.today().isoformat()
+        ratio = "; ratio = decollama / llama.cpp" if vs else ""
         print(f"{date}, {args.model}: {args.threads} threads, batch {args.batch}, decode {args.gen} tokens, "
-              f"medians of {args.repeats}; ratio = decollama / llama.cpp\n")
+              f"medians of {args.repeats}{ratio}\n")
         print(markdown_table(rows, vs))
     return 0
 

@@ -149,7 +149,7 @@ def _main(argv) -> int:
         print(json.dumps({
             "ppl": stats.ppl, "ppl_stderr": stats.stderr, "tokens_scored": stats.count,
             "chunks": n_chunks, "ctx": args.ctx, "kv_k": kv_k, "kv_v": kv_v,
-            "kv_bits_per_element": engine.kv_bits_per_element, "seconds": round(seconds, 3),
+            "kv_bits_per_element": round(engine.kv_bits_per_element, 4), "seconds": round(seconds, 3),
             "engine": engine.name, "tokens": len(tokens), "threads": args.threads,
         }))
     else:
