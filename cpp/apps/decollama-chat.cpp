@@ -296,9 +296,10 @@ ModelOptions model_options(const Options& o, const GGUFFile& file) {
     return m;
 }
 
+// At exit: throughput, and the KV memory at the cache's fullest (a /reset may have emptied it).
 void print_stats(const Generator& gen) {
     std::cerr << kProg << ": " << summarize_speed(gen.stats()) << "\n"
-              << kProg << ": " << summarize_kv(kv_memory(gen.model())) << "\n";
+              << kProg << ": " << summarize_kv(kv_memory(gen.model()), gen.stats().peak_tokens) << "\n";
 }
 
 int run(const Options& o) {

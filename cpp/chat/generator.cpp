@@ -37,6 +37,7 @@ void Generator::eval(const std::vector<int32_t>& tokens, bool want_logits) {
     stats_.prompt_seconds += seconds_since(t0);
     stats_.prompt_tokens += int64_t(tokens.size());
     tokens_.insert(tokens_.end(), tokens.begin(), tokens.end());
+    stats_.peak_tokens = std::max(stats_.peak_tokens, n_past());
     have_logits_ = want_logits;
 }
 
@@ -69,6 +70,7 @@ Generated Generator::generate(int64_t max_new, const std::vector<int32_t>& extra
     out.last_pending = pending;
     // The last logits belong to a token before the pending one: stale for sampling.
     have_logits_ = have_logits_ && !pending;
+    stats_.peak_tokens = std::max(stats_.peak_tokens, n_past());
     stats_.generated_tokens += int64_t(out.tokens.size());
     stats_.generate_seconds += seconds_since(t0);
     return out;

@@ -22,6 +22,7 @@ struct GenerationStats {
     double prompt_seconds = 0.0;
     int64_t generated_tokens = 0;
     double generate_seconds = 0.0;  // sampling and one-token evaluations
+    int64_t peak_tokens = 0;        // the most positions the cache has held
 };
 
 enum class StopReason {

@@ -76,10 +76,10 @@ std::string describe_kv(const KVMemory& kv) {
     return out;
 }
 
-std::string summarize_kv(const KVMemory& kv) {
-    return "KV cache: " + std::to_string(kv.n_tokens) + " tokens (K " + kv.k_formats + ", V " + kv.v_formats + "), " +
-           bytes(kv.bytes_per_token * double(kv.n_tokens)) + "; f16 would use " +
-           bytes(kv.f16_bytes_per_token * double(kv.n_tokens));
+std::string summarize_kv(const KVMemory& kv, int64_t n_tokens) {
+    return "KV cache (K " + kv.k_formats + ", V " + kv.v_formats + "): " + std::to_string(n_tokens) + " tokens, " +
+           bytes(kv.bytes_per_token * double(n_tokens)) + "; f16 would use " +
+           bytes(kv.f16_bytes_per_token * double(n_tokens));
 }
 
 std::string summarize_speed(const GenerationStats& s) {

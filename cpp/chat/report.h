@@ -23,8 +23,8 @@ KVMemory kv_memory(const Model& model);
 
 // Several lines for /kv.
 std::string describe_kv(const KVMemory& kv);
-// One line: tokens used and bytes, and the f16 figure.
-std::string summarize_kv(const KVMemory& kv);
+// One line: the bytes n_tokens positions take, and the f16 figure.
+std::string summarize_kv(const KVMemory& kv, int64_t n_tokens);
 // One line: prompt (batched) and decode (one token at a time) tokens, seconds and tok/s.
 std::string summarize_speed(const GenerationStats& stats);
 
