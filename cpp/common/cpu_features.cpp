@@ -10,6 +10,10 @@
 
 #include "common/error.h"
 
+#if defined(DECOLLAMA_X86)
+#include <cpuid.h>
+#endif
+
 namespace decollama {
 
 const char* cpu_path_name(CpuPath p) {
@@ -44,7 +48,9 @@ CpuFeatures detect_cpu_features() {
     __builtin_cpu_init();
     f.avx2 = __builtin_cpu_supports("avx2");
     f.fma = __builtin_cpu_supports("fma");
-    f.f16c = __builtin_cpu_supports("f16c");
+    // F16C straight from cpuid leaf 1 (ECX bit 29): clang's __builtin_cpu_supports has no "f16c".
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    if (__get_cpuid(1, &eax, &ebx, &ecx, &edx)) f.f16c = (ecx & bit_F16C) != 0;
     f.avx512f = __builtin_cpu_supports("avx512f");
     f.avx512bw = __builtin_cpu_supports("avx512bw");
     f.avx512vl = __builtin_cpu_supports("avx512vl");
