@@ -14,6 +14,7 @@ namespace {
 constexpr int64_t kTile = kKVTileTokens;
 // Tasks per thread below which the key range is split: enough for dynamic balancing.
 constexpr int64_t kTasksPerThread = 4;
+// Decode merges a handful of (token, head) rows: cheaper than waking the pool.
 constexpr int64_t kMaxInlineMergeRows = 64;
 
 // Folds one tile of scores into a (max, sum, acc) online-softmax state: rescales the state to
@@ -36,6 +37,95 @@ void online_softmax_step(float* scores, int64_t n, float& max, float& sum, float
     sum += tile_sum;
 }
 
+// Everything one run shares between its threads. Pool jobs capture only a pointer to it, so
+// std::function keeps them inline: no allocation per call.
+struct AttentionJob {
+    const float* q;
+    float* out;
+    const KVCache* cache;
+    int64_t layer, n_tokens, pos0, window;
+    KVScoresFn scores;
+    KVAccumulateFn accumulate;
+    int64_t n_head, n_head_kv, n_gqa, hd_k, hd_v;
+    int64_t n_split, n_tasks;
+    float* probs;    // kTile floats per thread
+    float* max;      // per (token, split, head)
+    float* sum;
+    float* partial;  // per (token, split, head) x hd_v, when n_split > 1
+    std::atomic<int64_t> next_task{0};
+
+    int64_t state(int64_t i, int64_t split, int64_t h) const { return (i * n_split + split) * n_head + h; }
+
+    float* accumulator(int64_t i, int64_t split, int64_t h) const {
+        return n_split == 1 ? out + (i * n_head + h) * hd_v : partial + state(i, split, h) * hd_v;
+    }
+
+    void run_tasks(int thread) {
+        for (int64_t task = next_task.fetch_add(1, std::memory_order_relaxed); task < n_tasks;
+             task = next_task.fetch_add(1, std::memory_order_relaxed)) {
+            // Latest tokens first: they see the most keys, so the short ones fill the tail.
+            const int64_t i = n_tokens - 1 - task / (n_head_kv * n_split);
+            run_task(i, (task / n_split) % n_head_kv, task % n_split, probs + thread * kTile);
+        }
+    }
+
+    // Query token i, the query heads of KV head g, split `split` of the key range.
+    void run_task(int64_t i, int64_t g, int64_t split, float* tile_probs) const {
+        const int64_t pos = pos0 + i;
+        const int64_t lo = window > 0 ? std::max<int64_t>(0, pos - window + 1) : 0;
+        const int64_t first_tile = lo / kTile, n_tiles = pos / kTile - first_tile + 1;
+        const int64_t tile_begin = first_tile + split * n_tiles / n_split;
+        const int64_t tile_end = first_tile + (split + 1) * n_tiles / n_split;
+        const int64_t head0 = g * n_gqa;
+        for (int64_t h = head0; h < head0 + n_gqa; ++h) {
+            max[state(i, split, h)] = -std::numeric_limits<float>::infinity();
+            sum[state(i, split, h)] = 0.0f;
+            std::fill_n(accumulator(i, split, h), hd_v, 0.0f);
+        }
+        const uint8_t* k_stream = cache->k_stream(layer, g);
+        const uint8_t* v_stream = cache->v_stream(layer, g);
+        for (int64_t tile = tile_begin; tile < tile_end; ++tile) {
+            const int64_t t0 = std::max(lo, tile * kTile);
+            const int64_t n = std::min(pos + 1, (tile + 1) * kTile) - t0;
+            // Head after head on the same tile: it stays in L1.
+            for (int64_t h = head0; h < head0 + n_gqa; ++h) {
+                float* acc = accumulator(i, split, h);
+                scores(q + (i * n_head + h) * hd_k, k_stream, hd_k, t0, n, tile_probs);
+                online_softmax_step(tile_probs, n, max[state(i, split, h)], sum[state(i, split, h)], acc, hd_v);
+                accumulate(tile_probs, v_stream, hd_v, t0, n, acc);
+            }
+        }
+        if (n_split == 1)
+            for (int64_t h = head0; h < head0 + n_gqa; ++h) {
+                const float inv = 1.0f / sum[state(i, 0, h)];
+                float* o = accumulator(i, 0, h);
+                for (int64_t d = 0; d < hd_v; ++d) o[d] *= inv;
+            }
+    }
+
+    // Rows (token, head) in [begin, end): rescale each split to the common max, then normalise.
+    void merge(int64_t begin, int64_t end) const {
+        for (int64_t row = begin; row < end; ++row) {
+            const int64_t i = row / n_head, h = row % n_head;
+            float global_max = -std::numeric_limits<float>::infinity();
+            for (int64_t s = 0; s < n_split; ++s)
+                if (sum[state(i, s, h)] > 0.0f) global_max = std::max(global_max, max[state(i, s, h)]);
+            float* o = out + row * hd_v;
+            std::fill_n(o, hd_v, 0.0f);
+            float total = 0.0f;
+            for (int64_t s = 0; s < n_split; ++s) {
+                if (!(sum[state(i, s, h)] > 0.0f)) continue;  // a split that got no tile
+                const float w = std::exp(max[state(i, s, h)] - global_max);
+                total += w * sum[state(i, s, h)];
+                const float* part = accumulator(i, s, h);
+                for (int64_t d = 0; d < hd_v; ++d) o[d] += w * part[d];
+            }
+            const float inv = 1.0f / total;
+            for (int64_t d = 0; d < hd_v; ++d) o[d] *= inv;
+        }
+    }
+};
+
 }  // namespace
 
 Attention::Attention(int n_threads, int64_t n_batch, int64_t n_head, int64_t head_dim_v)
@@ -53,97 +143,43 @@ void Attention::run(const float* q, int64_t n_tokens, int64_t pos0, const KVCach
                     int64_t window, float* out, ThreadPool& pool, CpuPath path) {
     if (pool.size() > n_threads_ || n_tokens > n_batch_)
         throw InvalidArgument("attention: more threads or tokens than its buffers were sized for");
-    const int64_t n_head_kv = cache.n_head_kv(), n_gqa = n_head_ / n_head_kv;
-    const int64_t hd_k = cache.head_dim_k(), hd_v = head_dim_v_;
-    const KVScoresFn scores = kv_scores_for(cache.k_format(layer), path);
-    const KVAccumulateFn accumulate = kv_accumulate_for(cache.v_format(layer), path);
+    AttentionJob job;
+    job.q = q;
+    job.out = out;
+    job.cache = &cache;
+    job.layer = layer;
+    job.n_tokens = n_tokens;
+    job.pos0 = pos0;
+    job.window = window;
+    job.scores = kv_scores_for(cache.k_format(layer), path);
+    job.accumulate = kv_accumulate_for(cache.v_format(layer), path);
+    job.n_head = n_head_;
+    job.n_head_kv = cache.n_head_kv();
+    job.n_gqa = n_head_ / job.n_head_kv;
+    job.hd_k = cache.head_dim_k();
+    job.hd_v = head_dim_v_;
+    job.probs = probs_.data();
+    job.max = max_.data();
+    job.sum = sum_.data();
+    job.partial = partial_.data();
 
+    // Too few (token, KV head) tasks for the threads (decode): split the key range too.
     const int64_t target = kTasksPerThread * pool.size();
-    int64_t n_split = 1;
-    if (n_tokens * n_head_kv < target) {
+    const int64_t n_units = n_tokens * job.n_head_kv;
+    job.n_split = 1;
+    if (n_units < target) {
         const int64_t max_tiles = (pos0 + n_tokens + kTile - 1) / kTile;
-        n_split = std::min((target + n_tokens * n_head_kv - 1) / (n_tokens * n_head_kv), max_tiles);
+        job.n_split = std::min((target + n_units - 1) / n_units, max_tiles);
     }
-    const int64_t n_tasks = n_tokens * n_head_kv * n_split;
+    job.n_tasks = n_units * job.n_split;
 
-    std::atomic<int64_t> next_task{0};
-    pool.run([&](int thread, int) {
-        float* probs = probs_.data() + thread * kTile;
-        for (;;) {
-            const int64_t task = next_task.fetch_add(1, std::memory_order_relaxed);
-            if (task >= n_tasks) break;
-            // Latest tokens first: they see the most keys, so the short ones fill the tail.
-            const int64_t i = n_tokens - 1 - task / (n_head_kv * n_split);
-            const int64_t g = (task / n_split) % n_head_kv;
-            const int64_t split = task % n_split;
-            const int64_t pos = pos0 + i;
-            const int64_t lo = window > 0 ? std::max<int64_t>(0, pos - window + 1) : 0;
-            const int64_t first_tile = lo / kTile, n_tiles = pos / kTile - first_tile + 1;
-            const int64_t tile_begin = first_tile + split * n_tiles / n_split;
-            const int64_t tile_end = first_tile + (split + 1) * n_tiles / n_split;
-
-            const int64_t head0 = g * n_gqa;
-            const int64_t state = (i * n_split + split) * n_head_ + head0;
-            float* max = max_.data() + state;
-            float* sum = sum_.data() + state;
-            const auto acc = [&](int64_t h) {
-                return n_split == 1 ? out + (i * n_head_ + head0 + h) * hd_v : partial_.data() + (state + h) * hd_v;
-            };
-            for (int64_t h = 0; h < n_gqa; ++h) {
-                max[h] = -std::numeric_limits<float>::infinity();
-                sum[h] = 0.0f;
-                std::fill(acc(h), acc(h) + hd_v, 0.0f);
-            }
-
-            const uint8_t* k_stream = cache.k_stream(layer, g);
-            const uint8_t* v_stream = cache.v_stream(layer, g);
-            for (int64_t tile = tile_begin; tile < tile_end; ++tile) {
-                const int64_t t0 = std::max(lo, tile * kTile);
-                const int64_t n = std::min(pos + 1, (tile + 1) * kTile) - t0;
-                // Head after head on the same tile: it stays in L1.
-                for (int64_t h = 0; h < n_gqa; ++h) {
-                    scores(q + (i * n_head_ + head0 + h) * hd_k, k_stream, hd_k, t0, n, probs);
-                    online_softmax_step(probs, n, max[h], sum[h], acc(h), hd_v);
-                    accumulate(probs, v_stream, hd_v, t0, n, acc(h));
-                }
-            }
-            if (n_split == 1)
-                for (int64_t h = 0; h < n_gqa; ++h) {
-                    const float inv = 1.0f / sum[h];
-                    float* o = acc(h);
-                    for (int64_t d = 0; d < hd_v; ++d) o[d] *= inv;
-                }
-        }
-    });
-    if (n_split == 1) return;
-
-    // Merge the splits of each (token, head): rescale each to the common max, then normalise.
-    const auto merge = [&](int64_t begin, int64_t end) {
-        for (int64_t row = begin; row < end; ++row) {
-            const int64_t i = row / n_head_, h = row % n_head_;
-            const auto state = [&](int64_t split) { return size_t((i * n_split + split) * n_head_ + h); };
-            float global_max = -std::numeric_limits<float>::infinity();
-            for (int64_t s = 0; s < n_split; ++s)
-                if (sum_[state(s)] > 0.0f) global_max = std::max(global_max, max_[state(s)]);
-            float* o = out + row * hd_v;
-            std::fill(o, o + hd_v, 0.0f);
-            float total = 0.0f;
-            for (int64_t s = 0; s < n_split; ++s) {
-                if (!(sum_[state(s)] > 0.0f)) continue;  // a split that got no tile
-                const float w = std::exp(max_[state(s)] - global_max);
-                total += w * sum_[state(s)];
-                const float* part = partial_.data() + state(s) * size_t(hd_v);
-                for (int64_t d = 0; d < hd_v; ++d) o[d] += w * part[d];
-            }
-            const float inv = 1.0f / total;
-            for (int64_t d = 0; d < hd_v; ++d) o[d] *= inv;
-        }
-    };
-    // Decode merges a handful of rows: cheaper than waking the pool.
-    if (n_tokens * n_head_ <= kMaxInlineMergeRows)
-        merge(0, n_tokens * n_head_);
+    pool.run([&job](int thread, int) { job.run_tasks(thread); });
+    if (job.n_split == 1) return;
+    const int64_t rows = n_tokens * n_head_;
+    if (rows <= kMaxInlineMergeRows)
+        job.merge(0, rows);
     else
-        pool.parallel_for(n_tokens * n_head_, merge);
+        pool.parallel_for(rows, [&job](int64_t begin, int64_t end) { job.merge(begin, end); });
 }
 
 }  // namespace decollama

@@ -55,14 +55,9 @@ Model::Model(const std::string& path, const ModelOptions& options)
       cache_(options.n_ctx, hp_.n_head_kv, hp_.head_dim_k, hp_.head_dim_v, layer_formats(options, hp_.n_layer)),
       forward_(hp_, weights_, pool_.size(), n_batch_) {}
 
-int64_t Model::n_past() const {
-    std::lock_guard<std::mutex> lock(mutex_);
-    return n_past_;
-}
-
 void Model::check_tokens(const int32_t* tokens, int64_t n) const {
     if (n_past_ + n > cache_.n_ctx())
-        throw InvalidArgument("n_past (" + std::to_string(n_past_) + ") + " + std::to_string(n) +
+        throw InvalidArgument("n_past (" + std::to_string(n_past_.load()) + ") + " + std::to_string(n) +
                               " tokens exceeds n_ctx (" + std::to_string(cache_.n_ctx()) + ")");
     for (int64_t i = 0; i < n; ++i)
         if (tokens[i] < 0 || tokens[i] >= hp_.n_vocab)
@@ -121,7 +116,7 @@ void Model::reset() {
 void Model::truncate(int64_t n) {
     std::lock_guard<std::mutex> lock(mutex_);
     if (n < 0) throw InvalidArgument("truncate: n must be >= 0, got " + std::to_string(n));
-    n_past_ = std::min(n_past_, n);
+    n_past_ = std::min(n_past_.load(), n);
 }
 
 }  // namespace decollama

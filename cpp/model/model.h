@@ -2,6 +2,7 @@
 // appended at n_past, returns logits or per-token negative log-likelihoods. Calls are
 // serialised by an internal mutex, so a model shared between threads is safe (not parallel).
 #pragma once
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -37,7 +38,7 @@ public:
     const HParams& hparams() const { return hp_; }
     int64_t n_ctx() const { return cache_.n_ctx(); }
     int64_t n_batch() const { return n_batch_; }
-    int64_t n_past() const;
+    int64_t n_past() const { return n_past_.load(std::memory_order_relaxed); }
     int n_threads() const { return pool_.size(); }
     CpuPath cpu_path() const { return path_; }
     const KVCache& kv_cache() const { return cache_; }
@@ -73,8 +74,8 @@ private:
     KVCache cache_;
     Forward forward_;
     std::vector<float> nll_logits_;  // a few logit rows for nll(), allocated on first use
-    int64_t n_past_ = 0;
-    mutable std::mutex mutex_;
+    std::atomic<int64_t> n_past_{0};  // written under mutex_; read without it (a property)
+    std::mutex mutex_;
 };
 
 }  // namespace decollama
