@@ -292,7 +292,7 @@ def test_chat_context_full_without_and_with_shift(gemma_path):
     (["-c"], "-c needs a value"),
     (["--top-p", "1.5"], "--top-p must be"),
     (["--temp", "nan"], "--temp must be"),
-    (["-n", "-5"], "-n must be in"),
+    (["-n", "-5"], "-n must be >= -1"),
     (["--kv", "f17"], "unknown KV-cache format 'f17'"),
     (["--kv-k", "q8_0,bogus"], "unknown KV-cache format 'bogus'"),
     (["--seed", "-3"], "--seed: expected -1 or an integer"),

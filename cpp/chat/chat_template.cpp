@@ -225,7 +225,9 @@ std::vector<std::string> ChatTemplate::end_of_turn_pieces() const {
 }
 
 ChatTemplate chat_template_for(const GGUFFile& file, const Tokenizer& tokenizer, const std::string& override_name) {
-    auto piece = [&](int32_t id) { return id >= 0 ? utf8::sanitize(tokenizer.token_to_piece(id, true)) : std::string(); };
+    auto piece = [&](int32_t id) {
+        return id >= 0 ? utf8::sanitize(tokenizer.token_to_piece(id, true)) : std::string();
+    };
     const std::string bos = piece(tokenizer.bos_id()), eos = piece(tokenizer.eos_id());
     if (!override_name.empty()) {
         const std::optional<ChatFamily> family = chat_family_from_name(override_name);
@@ -246,12 +248,14 @@ ChatTemplate chat_template_for(const GGUFFile& file, const Tokenizer& tokenizer,
     const std::optional<ChatFamily> family =
         default_chat_family(arch, [&](std::string_view p) { return tokenizer.token_id(p) >= 0; });
     if (!family)
-        throw InvalidArgument(file.path() + ": no tokenizer.chat_template and no built-in chat format for architecture '" +
-                              arch + "'; pass --chat-template NAME (" + chat_family_names() + ") or --no-chat");
+        throw InvalidArgument(file.path() + ": no tokenizer.chat_template and no built-in chat format for "
+                              "architecture '" + arch + "'; pass --chat-template NAME (" + chat_family_names() +
+                              ") or --no-chat");
     return ChatTemplate(*family, bos, eos);
 }
 
-std::vector<int32_t> tokenize_chat_prompt(const Tokenizer& tokenizer, const ChatTemplate& chat, const std::string& prompt) {
+std::vector<int32_t> tokenize_chat_prompt(const Tokenizer& tokenizer, const ChatTemplate& chat,
+                                          const std::string& prompt) {
     const bool starts_with_bos = !chat.bos().empty() && prompt.compare(0, chat.bos().size(), chat.bos()) == 0;
     return tokenizer.tokenize(prompt, tokenizer.add_bos() && !starts_with_bos, /*parse_special=*/true);
 }

@@ -64,7 +64,8 @@ ChatTemplate chat_template_for(const GGUFFile& file, const Tokenizer& tokenizer,
 
 // The tokens of a rendered prompt, as Llama.create_chat_completion makes them: special-token text
 // parsed, BOS added when the vocabulary wants one and the text does not start with it.
-std::vector<int32_t> tokenize_chat_prompt(const Tokenizer& tokenizer, const ChatTemplate& chat, const std::string& prompt);
+std::vector<int32_t> tokenize_chat_prompt(const Tokenizer& tokenizer, const ChatTemplate& chat,
+                                          const std::string& prompt);
 // The ids of the template's end_of_turn_pieces() that the vocabulary has.
 std::vector<int32_t> end_of_turn_ids(const Tokenizer& tokenizer, const ChatTemplate& chat);
 
