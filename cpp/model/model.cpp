@@ -46,11 +46,11 @@ std::vector<KVLayerFormats> layer_formats(const ModelOptions& o, int64_t n_layer
 }  // namespace
 
 Model::Model(const std::string& path, const ModelOptions& options)
-    : file_(std::make_unique<GGUFFile>(path)),
+    : path_(checked_cpu_path(validated(options).cpu_path)),
+      n_batch_(std::min(options.n_batch, options.n_ctx)),
+      file_(std::make_unique<GGUFFile>(path)),
       hp_(read_hparams(*file_)),
       weights_(load_model_weights(*file_, hp_)),
-      path_(checked_cpu_path(validated(options).cpu_path)),
-      n_batch_(std::min(options.n_batch, options.n_ctx)),
       pool_(options.n_threads),
       cache_(options.n_ctx, hp_.n_head_kv, hp_.head_dim_k, hp_.head_dim_v, layer_formats(options, hp_.n_layer)),
       forward_(hp_, weights_, pool_.size(), n_batch_) {}

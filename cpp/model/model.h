@@ -65,11 +65,11 @@ public:
 private:
     void check_tokens(const int32_t* tokens, int64_t n) const;
 
+    CpuPath path_;  // first: the options are checked before the file is read
+    int64_t n_batch_;
     std::unique_ptr<GGUFFile> file_;
     HParams hp_;
     ModelWeights weights_;
-    CpuPath path_;
-    int64_t n_batch_;
     ThreadPool pool_;
     KVCache cache_;
     Forward forward_;
