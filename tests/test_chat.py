@@ -14,6 +14,7 @@ import pathlib
 import pty
 import re
 import select
+import signal
 import subprocess
 import sys
 import termios
@@ -86,6 +87,30 @@ def test_seeded_sampling_equals_generate(gemma_path, llm):
                     "--temp", 0.9, "--top-k", 20, "--top-p", 0.9, "--min-p", 0.02, "--repeat-penalty", 1.1,
                     "--seed", 1234)
     assert answer_of(proc.stdout) == llm.generate("Once upon a time", max_tokens=20, **settings)
+
+
+def test_kv_formats_reach_the_model(gemma_path):
+    """Quantized K/V caches: the same greedy text as Llama with those formats, and the memory report
+    shows fewer bytes than f16."""
+    prompt = "The capital of France is"
+    proc = run_chat("-m", gemma_path, "-c", 256, "-t", THREADS, "--kv-k", "q8_0", "--kv-v", "q4_0", "--no-chat",
+                    "-p", prompt, "-n", 12, "--temp", 0)
+    with decollama.Llama(gemma_path, n_ctx=256, n_threads=int(THREADS), kv_k="q8_0", kv_v="q4_0") as ref:
+        assert answer_of(proc.stdout) == ref.generate(prompt, max_tokens=12, temperature=0)
+    m = re.search(r"KV cache \(K q8_0, V q4_0\): (\d+) tokens, ([\d.]+) KiB; f16 would use ([\d.]+) KiB", proc.stderr)
+    assert m, proc.stderr
+    assert float(m.group(2)) < 0.5 * float(m.group(3))
+
+
+def test_one_shot_ctrl_c_keeps_the_partial_answer(gemma_path):
+    args = ["-m", gemma_path, "-c", 1024, "-t", THREADS, "--temp", 0, "--no-chat", "-p", "Once upon a time",
+            "-n", 1000]
+    proc = subprocess.Popen([BINARY, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = proc.stdout.read(40)  # some of the answer has streamed
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode == 130, err
+    assert len(first + out) >= 40 and b"decode:" in err
 
 
 # ---- the interactive chat through a pseudo-terminal -----------------------------------------------

@@ -35,8 +35,17 @@ bool read_message(LineReader& reader, bool show_prompt, std::ostream& out, std::
     }
 }
 
-bool is_command_like(const std::string& message) {
-    return message.size() > 1 && message[0] == '/' && message.find_first_of(" \t\n") == std::string::npos;
+constexpr const char* kSpace = " \t\r\n";
+
+// The message without surrounding ASCII whitespace: how commands are recognised.
+std::string stripped(const std::string& message) {
+    const size_t begin = message.find_first_not_of(kSpace);
+    if (begin == std::string::npos) return {};
+    return message.substr(begin, message.find_last_not_of(kSpace) - begin + 1);
+}
+
+bool is_command_like(const std::string& text) {
+    return text.size() > 1 && text[0] == '/' && text.find_first_of(kSpace) == std::string::npos;
 }
 
 }  // namespace
@@ -55,17 +64,18 @@ void run_chat_repl(ChatSession& session, const Model& model, InterruptHandler& i
             if (show_prompt) out << "\n" << std::flush;  // leave the terminal on a fresh line
             return;
         }
-        if (message.find_first_not_of(" \t\r\n") == std::string::npos) continue;
-        if (message == "/quit" || message == "/exit") return;
-        if (message == "/reset") {
+        const std::string command = stripped(message);
+        if (command.empty()) continue;
+        if (command == "/quit" || command == "/exit") return;
+        if (command == "/reset") {
             session.reset();
             log << "[conversation cleared]\n";
-        } else if (message == "/kv") {
+        } else if (command == "/kv") {
             out << describe_kv(kv_memory(model)) << std::flush;
-        } else if (message == "/help") {
+        } else if (command == "/help") {
             out << kHelp << std::flush;
-        } else if (is_command_like(message)) {
-            log << "unknown command " << message << "; /help lists the commands\n";
+        } else if (is_command_like(command)) {
+            log << "unknown command " << command << "; /help lists the commands\n";
         } else {
             interrupt.clear();
             const TurnEnd end = session.respond(message, emit, interrupted);
