@@ -112,7 +112,9 @@ def test_format_errors():
         core.kv_attention(q, k, v, 1, 1, kv_k="q3")
     with pytest.raises(ValueError, match="multiple of 32"):
         core.kv_attention(q, k, v, 1, 1, kv_v="q4_0")
-    assert {f["name"] for f in core.kv_formats()} == set(FORMATS)
+    formats = core.kv_formats()
+    assert [f["name"] for f in formats] == FORMATS
+    assert all(64 % f["tokens_per_block"] == 0 for f in formats)  # attention tiles of 64 keys
 
 
 # ---- the cache of a model ------------------------------------------------------------------------

@@ -6,9 +6,11 @@
 // cache):
 //   scores     s[j]  = q · k[t + j]              for a tile of keys
 //   accumulate out  += sum_j p[j] * v[t + j]     for a tile of values
-// A format may group tokens (tokens_per_block > 1, e.g. per-channel scales over 32 tokens);
-// attention tiles start at multiples of kKVTileTokens, a multiple of every tokens_per_block, so
-// a tile never splits a block. Adding a format = one kv_<name>.cpp (+ SIMD kernels in
+// Kernels take absolute token ranges. A format may group tokens (tokens_per_block > 1, e.g.
+// per-channel scales over 32 tokens): a range may then start or end inside a block (sliding
+// windows, the newest tokens, appends of one token), but never crosses a multiple of
+// kKVTileTokens, which every tokens_per_block divides. append may rewrite positions written
+// before (after a truncate). Adding a format = one kv_<name>.cpp (+ SIMD kernels in
 // kv_avx2.cpp / kv_avx512.cpp) and one row in kv_format.cpp.
 #pragma once
 #include <cstddef>
