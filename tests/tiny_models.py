@@ -25,7 +25,8 @@ import shutil
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-WIKITEXT = ROOT.parent / "shared" / "data" / "wikitext-2-raw" / "wiki.test.raw"
+# WikiText-2 raw test split, vendored byte for byte (tests/data/README.md) so a bare clone tests alike.
+WIKITEXT = ROOT / "tests" / "data" / "wiki.test.raw"
 CONVERTER = ROOT / "python" / "decollama" / "tools" / "convert_hf_to_gguf.py"
 
 ARCHS = ("llama", "llama2", "mistral", "qwen2", "qwen3", "gemma3")
@@ -45,11 +46,8 @@ HARD_STRINGS = [
 
 
 def corpus() -> list[str]:
-    """Training text: the first 20 KB of wikitext-2 test (a fallback paragraph if absent) + HARD_STRINGS."""
-    if WIKITEXT.is_file():
-        text = WIKITEXT.read_text(encoding="utf-8")[:20_000]
-    else:
-        text = ("The quick brown fox jumps over the lazy dog. " * 40 + "\n") * 10
+    """Training text: the first 20 KB of wikitext-2 test + HARD_STRINGS."""
+    text = WIKITEXT.read_text(encoding="utf-8")[:20_000]
     return [line for line in text.splitlines() if line.strip()] + HARD_STRINGS
 
 
