@@ -4,6 +4,7 @@
 #include <nanobind/ndarray.h>
 #include <nanobind/stl/string.h>
 
+#include <algorithm>
 #include <memory>
 #include <string>
 #include <vector>
@@ -99,6 +100,10 @@ nb::list weight_types() {
         for (int p = 0; p < kNumCpuPaths; ++p)
             if (t->vec_dot[p] != nullptr) paths.append(cpu_path_name(CpuPath(p)));
         d["vec_dot_paths"] = paths;
+        nb::list tile_paths;
+        for (int p = 0; p < kNumCpuPaths; ++p)
+            if (t->gemm_tile[p] != nullptr) tile_paths.append(cpu_path_name(CpuPath(p)));
+        d["gemm_tile_paths"] = tile_paths;
         out.append(d);
     }
     return out;
@@ -181,12 +186,49 @@ nb::ndarray<nb::numpy, float> matmul_binding(const std::string& type_name, const
     return y.to_numpy({size_t(n_tokens), size_t(n_out)});
 }
 
+// Y = x @ W.T by the tile kernel of exactly this path (no fallback), in tiles of
+// kGemmTileRows x kGemmTileTokens from the origin (partial ones at the edges): the test hook
+// comparing each tile kernel with its scalar reference.
+nb::ndarray<nb::numpy, float> gemm_tile_binding(const std::string& type_name, const ByteArray& w, int64_t n_out,
+                                                int64_t n_in, const FloatMatrix& x, const std::string& path_name) {
+    const WeightTypeTraits& t = type_by_name(type_name);
+    kernel_of_path(t, path_name);  // checks the CPU supports the path
+    const GemmTileFn tile = t.gemm_tile[int(cpu_path_from_name(path_name))];
+    if (tile == nullptr) throw InvalidArgument(std::string(t.name) + " has no " + path_name + " gemm tile");
+    check_row_length(t, n_in);
+    if (n_in == 0 || n_out < 0 || int64_t(x.shape(1)) != n_in)
+        throw InvalidArgument("gemm_tile: x must have n_in > 0 columns and n_out >= 0");
+    const size_t w_stride = row_bytes(t, n_in);
+    check_byte_count(t, w.size(), size_t(n_out) * w_stride, "weight matrix");
+    const int64_t n_tokens = int64_t(x.shape(0));
+    const WeightTypeTraits& act = activation_type(t);
+    NumpyBuffer<float> y{size_t(n_tokens * n_out)};
+    {
+        nb::gil_scoped_release no_gil;
+        const size_t a_stride = act.type == GGMLType::F32 ? size_t(n_in) * sizeof(float) : row_bytes(act, n_in);
+        std::vector<uint8_t> converted;
+        const uint8_t* a = reinterpret_cast<const uint8_t*>(x.data());
+        if (act.type != GGMLType::F32) {
+            converted.resize(size_t(n_tokens) * a_stride);
+            for (int64_t i = 0; i < n_tokens; ++i)
+                act.quantize_row(x.data() + i * n_in, converted.data() + size_t(i) * a_stride, n_in);
+            a = converted.data();
+        }
+        for (int64_t i = 0; i < n_tokens; i += kGemmTileTokens)
+            for (int64_t o = 0; o < n_out; o += kGemmTileRows)
+                tile(n_in, w.data() + size_t(o) * w_stride, w_stride, a + size_t(i) * a_stride, a_stride,
+                     y.data() + i * n_out + o, n_out, int(std::min<int64_t>(kGemmTileRows, n_out - o)),
+                     int(std::min<int64_t>(kGemmTileTokens, n_tokens - i)));
+    }
+    return y.to_numpy({size_t(n_tokens), size_t(n_out)});
+}
+
 }  // namespace
 
 void bind_quant(nb::module_& m) {
     m.def("weight_types", &weight_types,
           "Every GGML type id known: name, type_id, block_size, block_bytes, has_kernels (usable as a "
-          "matmul weight), vec_dot_type, can_dequantize, can_quantize, vec_dot_paths.");
+          "matmul weight), vec_dot_type, can_dequantize, can_quantize, vec_dot_paths, gemm_tile_paths.");
     m.def("dequantize_row", &dequantize_row, nb::arg("type_name"), nb::arg("data"), nb::arg("n"),
           "n float32 values from the blocks in data (uint8).");
     m.def("quantize_row", &quantize_row, nb::arg("type_name"), nb::arg("x"),
@@ -197,6 +239,10 @@ void bind_quant(nb::module_& m) {
     m.def("matmul", &matmul_binding, nb::arg("type_name"), nb::arg("w"), nb::arg("n_out"), nb::arg("n_in"),
           nb::arg("x"), nb::arg("path"), nb::arg("n_threads") = 0,
           "y[n_tokens, n_out] = x[n_tokens, n_in] @ W.T for W given as n_out rows of blocks.");
+    m.def("gemm_tile", &gemm_tile_binding, nb::arg("type_name"), nb::arg("w"), nb::arg("n_out"), nb::arg("n_in"),
+          nb::arg("x"), nb::arg("path"),
+          "As matmul, single-threaded, by the gemm tile kernel of exactly this path; ValueError where "
+          "the table has none.");
 }
 
 }  // namespace decollama::py

@@ -50,12 +50,35 @@ void quantize_row_q8_1_avx512(const float* src, void* dst, int64_t n);
 void quantize_row_q8_K_avx2(const float* src, void* dst, int64_t n);
 void quantize_row_q8_K_avx512(const float* src, void* dst, int64_t n);
 
+// Gemm tiles (GemmTileFn). The *_avx512 tiles of the 32-value blocks dispatch to the VNNI
+// kernel where the CPU has avx512vnni, else to the AVX2 one (512-bit blocks gain nothing on the
+// CPUs measured); the others are the 256-bit kernels with AVX-512's 32 registers.
+#define DECOLLAMA_DECLARE_GEMM_TILE(t, isa)                                                              \
+    void gemm_tile_##t##_##isa(int64_t n, const void* w, size_t w_stride, const void* a, size_t a_stride, \
+                               float* y, int64_t y_stride, int n_rows, int n_tokens);
+#define DECOLLAMA_DECLARE_GEMM_TILES(t) DECOLLAMA_DECLARE_GEMM_TILE(t, avx2) DECOLLAMA_DECLARE_GEMM_TILE(t, avx512)
+DECOLLAMA_DECLARE_GEMM_TILES(f32)
+DECOLLAMA_DECLARE_GEMM_TILES(f16)
+DECOLLAMA_DECLARE_GEMM_TILES(q4_0)
+DECOLLAMA_DECLARE_GEMM_TILES(q5_0)
+DECOLLAMA_DECLARE_GEMM_TILES(q8_0)
+DECOLLAMA_DECLARE_GEMM_TILES(q4_K)
+DECOLLAMA_DECLARE_GEMM_TILES(q6_K)
+DECOLLAMA_DECLARE_GEMM_TILE(q4_0, avx512vnni)
+DECOLLAMA_DECLARE_GEMM_TILE(q5_0, avx512vnni)
+DECOLLAMA_DECLARE_GEMM_TILE(q8_0, avx512vnni)
+#undef DECOLLAMA_DECLARE_GEMM_TILES
+#undef DECOLLAMA_DECLARE_GEMM_TILE
+
 // The two SIMD slots of a traits row's vec_dot initializer: {scalar, DECOLLAMA_SIMD_DOTS(t)}.
 #define DECOLLAMA_SIMD_DOTS(t) vec_dot_##t##_avx2, vec_dot_##t##_avx512
+// ... and of its gemm_tile initializer.
+#define DECOLLAMA_SIMD_TILES(t) gemm_tile_##t##_avx2, gemm_tile_##t##_avx512
 
 #else
 
 #define DECOLLAMA_SIMD_DOTS(t) nullptr, nullptr
+#define DECOLLAMA_SIMD_TILES(t) nullptr, nullptr
 
 #endif  // DECOLLAMA_X86
 

@@ -31,6 +31,7 @@ const CpuFeatures& this_cpu() {
 // reference to it, so std::function stores them inline: no allocation per call.
 struct MatmulJob {
     VecDotFn dot = nullptr;
+    GemmTileFn tile_fn = nullptr;  // preferred over dot where the path has one
     const uint8_t* weights = nullptr;
     size_t weight_row_bytes = 0;
     int64_t n_in = 0, n_out = 0, n_tokens = 0;
@@ -83,6 +84,10 @@ struct MatmulJob {
     }
 
     void compute_tile(int64_t row_begin, int64_t row_end, int64_t token_begin, int64_t token_end) const {
+        if (tile_fn != nullptr) {
+            compute_gemm_tiles(row_begin, row_end, token_begin, token_end);
+            return;
+        }
         // Locals: the indirect call would otherwise make the compiler reload every field.
         const VecDotFn dot_fn = dot;
         const int64_t n = n_in;
@@ -93,6 +98,22 @@ struct MatmulJob {
             const uint8_t* a = activations + size_t(t) * activation_row_bytes;
             float* y_tile = y + t * n_out + row_begin;
             for (int64_t r = 0; r < tile_rows; ++r) dot_fn(n, &y_tile[r], tile + size_t(r) * stride, a);
+        }
+    }
+
+    // Groups of kGemmTileTokens tokens sweep the row tile, still in L1, kGemmTileRows at a time.
+    void compute_gemm_tiles(int64_t row_begin, int64_t row_end, int64_t token_begin, int64_t token_end) const {
+        const GemmTileFn fn = tile_fn;
+        const int64_t n = n_in, rows_total = n_out;
+        const size_t stride = weight_row_bytes, a_stride = activation_row_bytes;
+        for (int64_t t = token_begin; t < token_end; t += kGemmTileTokens) {
+            const int n_t = int(std::min<int64_t>(kGemmTileTokens, token_end - t));
+            const uint8_t* a = activations + size_t(t) * a_stride;
+            float* y_t = y + t * rows_total;
+            for (int64_t r = row_begin; r < row_end; r += kGemmTileRows) {
+                const int n_r = int(std::min<int64_t>(kGemmTileRows, row_end - r));
+                fn(n, weights + size_t(r) * stride, stride, a, a_stride, y_t + r, rows_total, n_r, n_t);
+            }
         }
     }
 };
@@ -122,6 +143,7 @@ void matmul(const WeightView& w, const float* x, int64_t n_tokens, float* y, Thr
 
     MatmulJob job;
     job.dot = vec_dot_for(t, path);
+    job.tile_fn = gemm_tile_for(t, path);
     job.weights = static_cast<const uint8_t*>(w.data);
     job.weight_row_bytes = row_bytes(t, w.n_in);
     job.n_in = w.n_in;

@@ -20,6 +20,13 @@ using QuantizeRowFn = void (*)(const float* src, void* dst, int64_t n);
 // *out = dot(weights w, activation a) over n values; w holds blocks of this type, a holds
 // blocks of the row's vec_dot_type (already quantized / converted by the caller).
 using VecDotFn = void (*)(int64_t n, float* out, const void* w, const void* a);
+// A tile of dots: y[t * y_stride + r] = dot(weight row r, activation row t) for r < n_rows,
+// t < n_tokens (each in [1, kGemmTileRows / kGemmTileTokens]). Rows lie w_stride bytes apart,
+// activation rows (in the vec_dot_type) a_stride bytes apart. A tile unpacks each weight block
+// once for all its tokens and shares each activation block between its rows.
+using GemmTileFn = void (*)(int64_t n, const void* w, size_t w_stride, const void* a, size_t a_stride, float* y,
+                            int64_t y_stride, int n_rows, int n_tokens);
+constexpr int kGemmTileRows = 4, kGemmTileTokens = 4;
 
 struct WeightTypeTraits {
     const char* name;          // "q4_K", "f16"... lower-case like gguf-py's GGMLQuantizationType names
@@ -30,6 +37,9 @@ struct WeightTypeTraits {
     QuantizeRowFn quantize_row;      // nullptr where quantizing makes no sense here
     GGMLType vec_dot_type;           // format the activation row must be in for vec_dot
     VecDotFn vec_dot[kNumCpuPaths];  // per CpuPath; a null entry falls back to the next lower path
+    // Per CpuPath, optional: null where the type has no tile kernel of that path (the scalar
+    // slot, where set, is the reference: one vec_dot per entry).
+    GemmTileFn gemm_tile[kNumCpuPaths];
 };
 
 // Row for a type id, or nullptr when the id is not a GGML type.
@@ -46,5 +56,8 @@ inline size_t row_bytes(const WeightTypeTraits& t, int64_t n) {
 
 // The dot kernel for a path, falling back to lower paths where a SIMD kernel is missing.
 VecDotFn vec_dot_for(const WeightTypeTraits& t, CpuPath path);
+// The tile kernel for a path, or nullptr where a one-row dot of a higher path exists (a SIMD
+// vec_dot beats a lower path's tile): the highest path <= `path` with either kernel decides.
+GemmTileFn gemm_tile_for(const WeightTypeTraits& t, CpuPath path);
 
 }  // namespace decollama
