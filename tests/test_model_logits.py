@@ -77,8 +77,8 @@ def test_prompt_reuse_with_truncate(reference):
     np.testing.assert_allclose(m.eval(reference.ids[:5], logits="last"), reference.logits[4:5], rtol=0, atol=ATOL)
 
 
-def test_nll_is_the_log_softmax_of_the_logits(reference):
-    first = 10
+@pytest.mark.parametrize("first", [10, 50, 99])  # in the first batch, in a later one, none left
+def test_nll_is_the_log_softmax_of_the_logits(reference, first):
     nll = load(reference).nll(np.asarray(reference.ids, dtype=np.int32), first)
     z = reference.logits.astype(np.float64)
     log_probs = z - z.max(axis=1, keepdims=True)

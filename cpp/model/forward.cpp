@@ -11,14 +11,15 @@ namespace {
 // Fewer rows than this (decode) run on the calling thread: a row costs less than waking the pool.
 constexpr int64_t kMinRowsForPool = 8;
 
+// fn(t) for t in [begin, end).
 template <class RowFn>
-void for_each_row(ThreadPool& pool, int64_t n, const RowFn& fn) {
-    if (n < kMinRowsForPool) {
-        for (int64_t t = 0; t < n; ++t) fn(t);
+void for_each_row(ThreadPool& pool, int64_t begin, int64_t end, const RowFn& fn) {
+    if (end - begin < kMinRowsForPool) {
+        for (int64_t t = begin; t < end; ++t) fn(t);
         return;
     }
-    pool.parallel_for(n, [&](int64_t begin, int64_t end) {
-        for (int64_t t = begin; t < end; ++t) fn(t);
+    pool.parallel_for(end - begin, [&](int64_t b, int64_t e) {
+        for (int64_t t = begin + b; t < begin + e; ++t) fn(t);
     });
 }
 
@@ -48,60 +49,66 @@ Forward::Forward(const HParams& hp, const ModelWeights& w, int n_threads, int64_
     }
 }
 
-void Forward::run(const int32_t* tokens, int64_t n, int64_t pos0, KVCache& cache, ThreadPool& pool, CpuPath path) {
+void Forward::run(const int32_t* tokens, int64_t n, int64_t pos0, int64_t first_output, KVCache& cache,
+                  ThreadPool& pool, CpuPath path) {
     embed_tokens(w_.token_embd, tokens, n, hp_.embd_scale, x_.data());
     rope_global_.tables(pos0, n, cos_global_.data(), sin_global_.data());
     if (hp_.sliding_window > 0) rope_local_.tables(pos0, n, cos_local_.data(), sin_local_.data());
 
     for (int64_t il = 0; il < hp_.n_layer; ++il) {
-        attention_block(il, n, pos0, cache, pool, path);
-        ffn_block(il, n, pool, path);
+        const int64_t r0 = il == hp_.n_layer - 1 ? first_output : 0;
+        attention_block(il, r0, n, pos0, cache, pool, path);
+        ffn_block(il, r0, n, pool, path);
     }
     const int64_t n_embd = hp_.n_embd;
-    for_each_row(pool, n, [&](int64_t t) {
+    for_each_row(pool, first_output, n, [&](int64_t t) {
         float* x = x_.data() + t * n_embd;
         rms_norm(x, w_.output_norm.data(), n_embd, hp_.rms_eps, x);
     });
 }
 
-void Forward::attention_block(int64_t il, int64_t n, int64_t pos0, KVCache& cache, ThreadPool& pool, CpuPath path) {
+void Forward::attention_block(int64_t il, int64_t r0, int64_t n, int64_t pos0, KVCache& cache, ThreadPool& pool,
+                              CpuPath path) {
     const LayerWeights& l = w_.layers[size_t(il)];
-    const int64_t n_embd = hp_.n_embd;
-    for_each_row(pool, n, [&](int64_t t) {
+    const int64_t n_embd = hp_.n_embd, q_dim = hp_.n_head * hp_.head_dim_k;
+    for_each_row(pool, 0, n, [&](int64_t t) {
         rms_norm(x_.data() + t * n_embd, l.attn_norm.data(), n_embd, hp_.rms_eps, h_.data() + t * n_embd);
     });
-    matmul(l.wq, h_.data(), n, q_.data(), pool, path, matmul_scratch_);
+    matmul(l.wq, h_.data() + r0 * n_embd, n - r0, q_.data() + r0 * q_dim, pool, path, matmul_scratch_);
     matmul(l.wk, h_.data(), n, k_.data(), pool, path, matmul_scratch_);
     matmul(l.wv, h_.data(), n, v_.data(), pool, path, matmul_scratch_);
-    for_each_row(pool, n, [&](int64_t t) { finish_qkv_row(il, t, pos0, cache); });
+    for_each_row(pool, 0, n, [&](int64_t t) { finish_qkv_row(il, t, t >= r0, pos0, cache); });
+    if (r0 == n) return;
 
     const int64_t window = hp_.layer_is_swa[size_t(il)] ? hp_.sliding_window : 0;
-    attention_.run(q_.data(), n, pos0, cache, il, window, attn_.data(), pool, path);
+    const int64_t attn_dim = hp_.n_head * hp_.head_dim_v;
+    attention_.run(q_.data() + r0 * q_dim, n - r0, pos0 + r0, cache, il, window, attn_.data() + r0 * attn_dim, pool,
+                   path);
 
-    matmul(l.wo, attn_.data(), n, h_.data(), pool, path, matmul_scratch_);
-    for_each_row(pool, n, [&](int64_t t) {
+    matmul(l.wo, attn_.data() + r0 * attn_dim, n - r0, h_.data() + r0 * n_embd, pool, path, matmul_scratch_);
+    for_each_row(pool, r0, n, [&](int64_t t) {
         float* h = h_.data() + t * n_embd;
         if (hp_.post_norms) rms_norm(h, l.post_attn_norm.data(), n_embd, hp_.rms_eps, h);
         add_in_place(x_.data() + t * n_embd, h, n_embd);
     });
 }
 
-void Forward::finish_qkv_row(int64_t il, int64_t t, int64_t pos0, KVCache& cache) {
+void Forward::finish_qkv_row(int64_t il, int64_t t, bool with_q, int64_t pos0, KVCache& cache) {
     const LayerWeights& l = w_.layers[size_t(il)];
     const int64_t hd_k = hp_.head_dim_k;
     const int64_t q_dim = hp_.n_head * hd_k, k_dim = hp_.n_head_kv * hd_k, v_dim = hp_.n_head_kv * hp_.head_dim_v;
     float* q = q_.data() + t * q_dim;
     float* k = k_.data() + t * k_dim;
     float* v = v_.data() + t * v_dim;
-    if (!l.bq.empty()) add_in_place(q, l.bq.data(), q_dim);
     if (!l.bk.empty()) add_in_place(k, l.bk.data(), k_dim);
     if (!l.bv.empty()) add_in_place(v, l.bv.data(), v_dim);
+    if (with_q && !l.bq.empty()) add_in_place(q, l.bq.data(), q_dim);
 
     const bool local = hp_.layer_is_swa[size_t(il)];
     const int64_t n_pairs = hp_.n_rot / 2;
     const float* cos = (local ? cos_local_ : cos_global_).data() + t * n_pairs;
     const float* sin = (local ? sin_local_ : sin_global_).data() + t * n_pairs;
-    for (int64_t h = 0; h < hp_.n_head; ++h) {
+    for (int64_t h = 0; h < (with_q ? hp_.n_head : 0); ++h) {
         float* qh = q + h * hd_k;
         if (hp_.qk_norm) rms_norm(qh, l.q_norm.data(), hd_k, hp_.rms_eps, qh);
         apply_rope(qh, cos, sin, hp_.n_rot, hp_.rope_layout);
@@ -115,15 +122,16 @@ void Forward::finish_qkv_row(int64_t il, int64_t t, int64_t pos0, KVCache& cache
     cache.store(il, pos0 + t, 1, k, v);
 }
 
-void Forward::ffn_block(int64_t il, int64_t n, ThreadPool& pool, CpuPath path) {
+void Forward::ffn_block(int64_t il, int64_t r0, int64_t n, ThreadPool& pool, CpuPath path) {
+    if (r0 == n) return;
     const LayerWeights& l = w_.layers[size_t(il)];
     const int64_t n_embd = hp_.n_embd, n_ff = hp_.n_ff;
-    for_each_row(pool, n, [&](int64_t t) {
+    for_each_row(pool, r0, n, [&](int64_t t) {
         rms_norm(x_.data() + t * n_embd, l.ffn_norm.data(), n_embd, hp_.rms_eps, h_.data() + t * n_embd);
     });
-    matmul(l.ffn_gate, h_.data(), n, gate_.data(), pool, path, matmul_scratch_);
-    matmul(l.ffn_up, h_.data(), n, up_.data(), pool, path, matmul_scratch_);
-    for_each_row(pool, n, [&](int64_t t) {
+    matmul(l.ffn_gate, h_.data() + r0 * n_embd, n - r0, gate_.data() + r0 * n_ff, pool, path, matmul_scratch_);
+    matmul(l.ffn_up, h_.data() + r0 * n_embd, n - r0, up_.data() + r0 * n_ff, pool, path, matmul_scratch_);
+    for_each_row(pool, r0, n, [&](int64_t t) {
         float* g = gate_.data() + t * n_ff;
         const float* u = up_.data() + t * n_ff;
         if (hp_.activation == FfnActivation::GeluTanh)
@@ -131,8 +139,8 @@ void Forward::ffn_block(int64_t il, int64_t n, ThreadPool& pool, CpuPath path) {
         else
             silu_glu(g, u, n_ff, g);
     });
-    matmul(l.ffn_down, gate_.data(), n, h_.data(), pool, path, matmul_scratch_);
-    for_each_row(pool, n, [&](int64_t t) {
+    matmul(l.ffn_down, gate_.data() + r0 * n_ff, n - r0, h_.data() + r0 * n_embd, pool, path, matmul_scratch_);
+    for_each_row(pool, r0, n, [&](int64_t t) {
         float* h = h_.data() + t * n_embd;
         if (hp_.post_norms) rms_norm(h, l.post_ffn_norm.data(), n_embd, hp_.rms_eps, h);
         add_in_place(x_.data() + t * n_embd, h, n_embd);
@@ -142,7 +150,7 @@ void Forward::ffn_block(int64_t il, int64_t n, ThreadPool& pool, CpuPath path) {
 void Forward::logits(int64_t row_begin, int64_t row_end, float* out, ThreadPool& pool, CpuPath path) {
     matmul(w_.output, x_.data() + row_begin * hp_.n_embd, row_end - row_begin, out, pool, path, matmul_scratch_);
     if (hp_.final_logit_softcap > 0.0f)
-        for_each_row(pool, row_end - row_begin,
+        for_each_row(pool, 0, row_end - row_begin,
                      [&](int64_t r) { softcap(out + r * hp_.n_vocab, hp_.n_vocab, hp_.final_logit_softcap); });
 }
 

@@ -22,18 +22,23 @@ public:
 
     // Runs n <= n_batch tokens (ids already validated) at positions pos0.. through every
     // layer, storing their keys and values in the cache, and leaves the final-normed hidden
-    // states in hidden().
-    void run(const int32_t* tokens, int64_t n, int64_t pos0, KVCache& cache, ThreadPool& pool, CpuPath path);
-    const float* hidden() const { return x_.data(); }
+    // states of rows [first_output, n) for logits(). The last layer computes no more than the
+    // keys and values of the rows before first_output (n: no outputs at all).
+    void run(const int32_t* tokens, int64_t n, int64_t pos0, int64_t first_output, KVCache& cache, ThreadPool& pool,
+             CpuPath path);
 
-    // Logits of hidden rows [row_begin, row_end) of the last run, one n_vocab row each.
+    // Logits of rows [row_begin, row_end) of the last run (within [first_output, n)), one
+    // n_vocab row each.
     void logits(int64_t row_begin, int64_t row_end, float* out, ThreadPool& pool, CpuPath path);
 
 private:
-    void attention_block(int64_t il, int64_t n, int64_t pos0, KVCache& cache, ThreadPool& pool, CpuPath path);
-    void ffn_block(int64_t il, int64_t n, ThreadPool& pool, CpuPath path);
-    // q/k biases, QK-norm, RoPE and q scaling of row t, then stores its k and v in the cache.
-    void finish_qkv_row(int64_t il, int64_t t, int64_t pos0, KVCache& cache);
+    // Rows [r0, n) go through the layer; rows before r0 only store their keys and values.
+    void attention_block(int64_t il, int64_t r0, int64_t n, int64_t pos0, KVCache& cache, ThreadPool& pool,
+                         CpuPath path);
+    void ffn_block(int64_t il, int64_t r0, int64_t n, ThreadPool& pool, CpuPath path);
+    // Biases, QK-norm and RoPE of row t's k (and q: with_q, scaled for the softmax), then
+    // stores its k and v in the cache.
+    void finish_qkv_row(int64_t il, int64_t t, bool with_q, int64_t pos0, KVCache& cache);
 
     const HParams& hp_;
     const ModelWeights& w_;

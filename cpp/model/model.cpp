@@ -71,13 +71,12 @@ void Model::eval(const int32_t* tokens, int64_t n, LogitsMode mode, float* logit
     check_tokens(tokens, n);
     for (int64_t b0 = 0; b0 < n; b0 += n_batch_) {
         const int64_t nb = std::min(n_batch_, n - b0);
-        forward_.run(tokens + b0, nb, n_past_, cache_, pool_, path_);
+        const bool last_batch = b0 + nb == n;
+        const int64_t first_output = mode == LogitsMode::All ? 0 : mode == LogitsMode::Last && last_batch ? nb - 1 : nb;
+        forward_.run(tokens + b0, nb, n_past_, first_output, cache_, pool_, path_);
         n_past_ += nb;
-        if (mode == LogitsMode::All) forward_.logits(0, nb, logits + b0 * hp_.n_vocab, pool_, path_);
-    }
-    if (mode == LogitsMode::Last) {
-        const int64_t last_row = (n - 1) % n_batch_;  // in the last batch
-        forward_.logits(last_row, last_row + 1, logits, pool_, path_);
+        if (first_output < nb)
+            forward_.logits(first_output, nb, mode == LogitsMode::All ? logits + b0 * hp_.n_vocab : logits, pool_, path_);
     }
 }
 
@@ -90,11 +89,12 @@ void Model::nll(const int32_t* tokens, int64_t n, int64_t first, double* out) {
     nll_logits_.resize(size_t(kNllLogitRows * hp_.n_vocab));  // keeps its capacity after the first call
     for (int64_t b0 = 0; b0 < n; b0 += n_batch_) {
         const int64_t nb = std::min(n_batch_, n - b0);
-        forward_.run(tokens + b0, nb, n_past_, cache_, pool_, path_);
+        // Rows b0 + r of this batch with a next token to score: r in [row_begin, row_end).
+        const int64_t row_begin = std::clamp<int64_t>(first - b0, 0, nb);
+        const int64_t row_end = std::max(row_begin, std::min(nb, n - 1 - b0));
+        forward_.run(tokens + b0, nb, n_past_, row_begin, cache_, pool_, path_);
         n_past_ += nb;
-        // Rows i of this batch with a next token to score.
-        const int64_t row_end = std::min(nb, n - 1 - b0);
-        for (int64_t r0 = std::max<int64_t>(first - b0, 0); r0 < row_end; r0 += kNllLogitRows) {
+        for (int64_t r0 = row_begin; r0 < row_end; r0 += kNllLogitRows) {
             const int64_t r1 = std::min(row_end, r0 + kNllLogitRows);
             forward_.logits(r0, r1, nll_logits_.data(), pool_, path_);
             pool_.parallel_for(r1 - r0, [&](int64_t begin, int64_t end) {
