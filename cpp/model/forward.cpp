@@ -1,7 +1,6 @@
 #include "model/forward.h"
 
-#include <algorithm>
-
+#include "common/error.h"
 #include "model/ops.h"
 
 namespace decollama {
@@ -51,6 +50,9 @@ Forward::Forward(const HParams& hp, const ModelWeights& w, int n_threads, int64_
 
 void Forward::run(const int32_t* tokens, int64_t n, int64_t pos0, int64_t first_output, KVCache& cache,
                   ThreadPool& pool, CpuPath path) {
+    if (n < 0 || n > n_batch_ || first_output < 0 || first_output > n)
+        throw InvalidArgument("forward: " + std::to_string(n) + " tokens (batch of " + std::to_string(n_batch_) +
+                              "), first output " + std::to_string(first_output));
     embed_tokens(w_.token_embd, tokens, n, hp_.embd_scale, x_.data());
     rope_global_.tables(pos0, n, cos_global_.data(), sin_global_.data());
     if (hp_.sliding_window > 0) rope_local_.tables(pos0, n, cos_local_.data(), sin_local_.data());
@@ -100,20 +102,21 @@ void Forward::finish_qkv_row(int64_t il, int64_t t, bool with_q, int64_t pos0, K
     float* q = q_.data() + t * q_dim;
     float* k = k_.data() + t * k_dim;
     float* v = v_.data() + t * v_dim;
-    if (!l.bk.empty()) add_in_place(k, l.bk.data(), k_dim);
-    if (!l.bv.empty()) add_in_place(v, l.bv.data(), v_dim);
-    if (with_q && !l.bq.empty()) add_in_place(q, l.bq.data(), q_dim);
-
     const bool local = hp_.layer_is_swa[size_t(il)];
     const int64_t n_pairs = hp_.n_rot / 2;
     const float* cos = (local ? cos_local_ : cos_global_).data() + t * n_pairs;
     const float* sin = (local ? sin_local_ : sin_global_).data() + t * n_pairs;
-    for (int64_t h = 0; h < (with_q ? hp_.n_head : 0); ++h) {
-        float* qh = q + h * hd_k;
-        if (hp_.qk_norm) rms_norm(qh, l.q_norm.data(), hd_k, hp_.rms_eps, qh);
-        apply_rope(qh, cos, sin, hp_.n_rot, hp_.rope_layout);
-        for (int64_t d = 0; d < hd_k; ++d) qh[d] *= hp_.attn_scale;  // the softmax scale, folded into q
+    if (with_q) {
+        if (!l.bq.empty()) add_in_place(q, l.bq.data(), q_dim);
+        for (int64_t h = 0; h < hp_.n_head; ++h) {
+            float* qh = q + h * hd_k;
+            if (hp_.qk_norm) rms_norm(qh, l.q_norm.data(), hd_k, hp_.rms_eps, qh);
+            apply_rope(qh, cos, sin, hp_.n_rot, hp_.rope_layout);
+            for (int64_t d = 0; d < hd_k; ++d) qh[d] *= hp_.attn_scale;  // the softmax scale, folded into q
+        }
     }
+    if (!l.bk.empty()) add_in_place(k, l.bk.data(), k_dim);
+    if (!l.bv.empty()) add_in_place(v, l.bv.data(), v_dim);
     for (int64_t h = 0; h < hp_.n_head_kv; ++h) {
         float* kh = k + h * hd_k;
         if (hp_.qk_norm) rms_norm(kh, l.k_norm.data(), hd_k, hp_.rms_eps, kh);
