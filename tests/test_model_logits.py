@@ -161,8 +161,9 @@ def test_bad_input_leaves_the_state_alone(tiny_llama):
         m.eval([])
     with pytest.raises(ValueError, match="first must be"):
         m.nll([1, 2, 3], 3)
-    with pytest.raises(TypeError):
-        m.eval(7)
+    for not_tokens in (7, "abc", [1.5], np.zeros((2, 2), np.int32)):
+        with pytest.raises(TypeError):
+            m.eval(not_tokens)
     with pytest.raises(ValueError, match="truncate"):
         m.truncate(-1)
     assert m.n_past == 3

@@ -51,7 +51,9 @@ std::vector<int32_t> token_ids(nb::handle tokens) {
         throw nb::type_error("tokens must be a sequence of ints");
     std::vector<int32_t> ids;
     for (nb::handle item : nb::iter(tokens)) {
-        const int64_t id = nb::cast<int64_t>(item);
+        int64_t id = 0;
+        if (!nb::try_cast(item, id))
+            throw nb::type_error(("token at index " + std::to_string(ids.size()) + " is not an int").c_str());
         if (id < std::numeric_limits<int32_t>::min() || id > std::numeric_limits<int32_t>::max())
             throw InvalidArgument("token id " + std::to_string(id) + " at index " + std::to_string(ids.size()) +
                                   " is out of range");
