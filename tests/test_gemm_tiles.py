@@ -89,3 +89,19 @@ def test_matmul_is_built_from_the_tiles(name, path):
     y_tiles = core.gemm_tile(name, w, n_out, N_IN, x, path)
     for threads in (1, 3):
         np.testing.assert_array_equal(core.matmul(name, w, n_out, N_IN, x, path, threads), y_tiles)
+
+
+@pytest.mark.parametrize("path", [p for p in PATHS if p != "scalar"])
+@pytest.mark.parametrize("name", ["f32", "f16", "q4_0", "q5_0", "q8_0", "q4_K", "q6_K"])
+def test_entries_do_not_depend_on_the_tile_shape(name, path):
+    """One token at a time (decode) gives the same bits as a batch (prefill): a model's logits
+    must not change with how its tokens were batched."""
+    require_path(path)
+    n_out, n_tokens = 13, 6
+    w, x = problem(name, n_out, n_tokens, 5)
+    batch = core.matmul(name, w, n_out, N_IN, x, path, 2)
+    one_by_one = np.concatenate([core.matmul(name, w, n_out, N_IN, x[t:t + 1], path, 2) for t in range(n_tokens)])
+    np.testing.assert_array_equal(batch, one_by_one)
+    rows = w.reshape(n_out, -1)
+    single_rows = np.concatenate([core.gemm_tile(name, rows[o], 1, N_IN, x, path) for o in range(n_out)], axis=1)
+    np.testing.assert_array_equal(batch, single_rows)

@@ -27,6 +27,15 @@ inline __m256 broadcast_half(const uint16_t& h) {
     return _mm256_cvtph_ps(_mm_set1_epi16(static_cast<short>(h)));
 }
 
+// The horizontal sum in store_hsum4's order, ((0+1)+(2+3)) + ((4+5)+(6+7)): a row's result
+// then does not depend on whether it ran in a group of four, so a token's logits are the same
+// bits in prefill and in decode.
+inline float hsum_tile(__m256 v) {
+    const __m256 s = _mm256_hadd_ps(v, v);
+    const __m256 q = _mm256_hadd_ps(s, s);
+    return _mm_cvtss_f32(_mm_add_ss(_mm256_castps256_ps128(q), _mm256_extractf128_ps(q, 1)));
+}
+
 // y[0..3] = horizontal sums of v[0..3].
 inline void store_hsum4(const __m256 v[4], float* y) {
     const __m256 s01 = _mm256_hadd_ps(v[0], v[1]);  // [0a 0b 1a 1b | 0c 0d 1c 1d]
@@ -74,7 +83,7 @@ void tile_blocks32(int64_t nb, const uint8_t* w, size_t w_stride, const uint8_t*
             const __m256 v[4] = {acc[0][t], acc[1][t], acc[2][t], acc[3][t]};
             store_hsum4(v, y + t * y_stride);
         } else {
-            for (int r = 0; r < R; ++r) y[t * y_stride + r] = hsum(acc[r][t]);
+            for (int r = 0; r < R; ++r) y[t * y_stride + r] = hsum_tile(acc[r][t]);
         }
     }
 }
