@@ -133,12 +133,12 @@ nb::tuple kv_attention(const FloatMatrix& q, const FloatMatrix& k, const FloatMa
     std::unique_ptr<float[]> v_read(new float[size_t(n_kv * n_head_kv * hd_v)]);
     {
         nb::gil_scoped_release no_gil;
+        ThreadPool pool(n_threads);
         const int64_t batch = append_batch > 0 ? append_batch : n_kv;
         for (int64_t t = 0; t < n_kv; t += batch) {
             const int64_t n = std::min(batch, n_kv - t);
-            cache.store(0, t, n, k.data() + t * n_head_kv * hd_k, v.data() + t * n_head_kv * hd_v);
+            cache.store(0, t, n, k.data() + t * n_head_kv * hd_k, v.data() + t * n_head_kv * hd_v, pool);
         }
-        ThreadPool pool(n_threads);
         Attention attention(pool.size(), n_q, n_head, hd_v);
         attention.run(q.data(), n_q, n_kv - n_q, cache, 0, window, out.get(), pool, path);
 

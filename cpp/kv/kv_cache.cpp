@@ -1,5 +1,6 @@
 #include "kv/kv_cache.h"
 
+#include <algorithm>
 #include <string>
 
 #include "common/error.h"
@@ -31,13 +32,31 @@ KVCache::KVCache(int64_t n_ctx, int64_t n_head_kv, int64_t head_dim_k, int64_t h
     base_.reset(new uint8_t[bytes_]);
 }
 
-void KVCache::store(int64_t layer, int64_t pos, int64_t n, const float* k, const float* v) {
+void KVCache::store(int64_t layer, int64_t pos, int64_t n, const float* k, const float* v, ThreadPool& pool) {
+    if (n <= 0) return;
     const KVFormat& kf = k_format(layer);
     const KVFormat& vf = v_format(layer);
-    for (int64_t h = 0; h < n_head_kv_; ++h) {
-        kf.append(k + h * head_dim_k_, n_head_kv_ * head_dim_k_, n, k_stream(layer, h), head_dim_k_, pos);
-        vf.append(v + h * head_dim_v_, n_head_kv_ * head_dim_v_, n, v_stream(layer, h), head_dim_v_, pos);
-    }
+    const int64_t first_tile = pos / kKVTileTokens;
+    const int64_t n_tiles = (pos + n - 1) / kKVTileTokens - first_tile + 1;
+    // Task = (K or V, head, tile).
+    const auto store_range = [&](int64_t begin, int64_t end) {
+        for (int64_t task = begin; task < end; ++task) {
+            const int64_t tile = first_tile + task % n_tiles, h = task / n_tiles % n_head_kv_;
+            const int64_t t0 = std::max(pos, tile * kKVTileTokens);
+            const int64_t t1 = std::min(pos + n, (tile + 1) * kKVTileTokens);
+            if (task < n_tiles * n_head_kv_)
+                kf.append(k + (t0 - pos) * n_head_kv_ * head_dim_k_ + h * head_dim_k_, n_head_kv_ * head_dim_k_,
+                          t1 - t0, k_stream(layer, h), head_dim_k_, t0);
+            else
+                vf.append(v + (t0 - pos) * n_head_kv_ * head_dim_v_ + h * head_dim_v_, n_head_kv_ * head_dim_v_,
+                          t1 - t0, v_stream(layer, h), head_dim_v_, t0);
+        }
+    };
+    const int64_t n_tasks = 2 * n_head_kv_ * n_tiles;
+    if (n < kKVTileTokens)  // decode: a few rows, not worth waking the pool
+        store_range(0, n_tasks);
+    else
+        pool.parallel_for(n_tasks, store_range);
 }
 
 double KVCache::layer_bytes_per_token(int64_t layer) const {

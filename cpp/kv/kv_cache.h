@@ -7,6 +7,7 @@
 #include <memory>
 #include <vector>
 
+#include "common/thread_pool.h"
 #include "kv/kv_format.h"
 
 namespace decollama {
@@ -36,8 +37,9 @@ public:
     const uint8_t* v_stream(int64_t layer, int64_t head) const { return base_.get() + v_offset(layer, head); }
 
     // Stores positions [pos, pos + n) of one layer: k rows of n_head_kv * head_dim_k values,
-    // v rows of n_head_kv * head_dim_v (head after head, the projections' layout).
-    void store(int64_t layer, int64_t pos, int64_t n, const float* k, const float* v);
+    // v rows of n_head_kv * head_dim_v (head after head, the projections' layout). Batches are
+    // spread over the pool in whole attention tiles, so no block has two writers.
+    void store(int64_t layer, int64_t pos, int64_t n, const float* k, const float* v, ThreadPool& pool);
 
     size_t bytes_allocated() const { return bytes_; }
     // Nominal bytes one position takes over all layers, heads, K and V.

@@ -79,7 +79,8 @@ void Forward::attention_block(int64_t il, int64_t r0, int64_t n, int64_t pos0, K
     matmul(l.wq, h_.data() + r0 * n_embd, n - r0, q_.data() + r0 * q_dim, pool, path, matmul_scratch_);
     matmul(l.wk, h_.data(), n, k_.data(), pool, path, matmul_scratch_);
     matmul(l.wv, h_.data(), n, v_.data(), pool, path, matmul_scratch_);
-    for_each_row(pool, 0, n, [&](int64_t t) { finish_qkv_row(il, t, t >= r0, pos0, cache); });
+    for_each_row(pool, 0, n, [&](int64_t t) { finish_qkv_row(il, t, t >= r0); });
+    cache.store(il, pos0, n, k_.data(), v_.data(), pool);
     if (r0 == n) return;
 
     const int64_t window = hp_.layer_is_swa[size_t(il)] ? hp_.sliding_window : 0;
@@ -95,7 +96,7 @@ void Forward::attention_block(int64_t il, int64_t r0, int64_t n, int64_t pos0, K
     });
 }
 
-void Forward::finish_qkv_row(int64_t il, int64_t t, bool with_q, int64_t pos0, KVCache& cache) {
+void Forward::finish_qkv_row(int64_t il, int64_t t, bool with_q) {
     const LayerWeights& l = w_.layers[size_t(il)];
     const int64_t hd_k = hp_.head_dim_k;
     const int64_t q_dim = hp_.n_head * hd_k, k_dim = hp_.n_head_kv * hd_k, v_dim = hp_.n_head_kv * hp_.head_dim_v;
@@ -122,7 +123,6 @@ void Forward::finish_qkv_row(int64_t il, int64_t t, bool with_q, int64_t pos0, K
         if (hp_.qk_norm) rms_norm(kh, l.k_norm.data(), hd_k, hp_.rms_eps, kh);
         apply_rope(kh, cos, sin, hp_.n_rot, hp_.rope_layout);
     }
-    cache.store(il, pos0 + t, 1, k, v);
 }
 
 void Forward::ffn_block(int64_t il, int64_t r0, int64_t n, ThreadPool& pool, CpuPath path) {

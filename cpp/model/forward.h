@@ -36,9 +36,8 @@ private:
     void attention_block(int64_t il, int64_t r0, int64_t n, int64_t pos0, KVCache& cache, ThreadPool& pool,
                          CpuPath path);
     void ffn_block(int64_t il, int64_t r0, int64_t n, ThreadPool& pool, CpuPath path);
-    // Biases, QK-norm and RoPE of row t's k (and q: with_q, scaled for the softmax), then
-    // stores its k and v in the cache.
-    void finish_qkv_row(int64_t il, int64_t t, bool with_q, int64_t pos0, KVCache& cache);
+    // Biases, QK-norm and RoPE of row t's k and v (and q: with_q, scaled for the softmax).
+    void finish_qkv_row(int64_t il, int64_t t, bool with_q);
 
     const HParams& hp_;
     const ModelWeights& w_;
