@@ -190,11 +190,6 @@ GEMMA_PROMPT = [2, 818, 5279, 529, 7001, 563, 9079, 236761, 669, 5279, 529, 9405
                 5279, 529, 11702, 563]  # "<bos>The capital of France is Paris. ... of Italy is"
 
 
-def softmax(z):
-    p = np.exp(z - z.max(axis=1, keepdims=True))
-    return p / p.sum(axis=1, keepdims=True)
-
-
 def test_gemma_smoke(gemma_path):
     m = core.Model(gemma_path, n_ctx=64, n_threads=2)
     assert (m.architecture, m.n_vocab, m.n_layer, m.n_head, m.n_head_kv, m.head_dim) == ("gemma3", 262144, 18, 4, 1, 256)
@@ -204,21 +199,7 @@ def test_gemma_smoke(gemma_path):
     assert prefill[-1].argmax() == 13706  # "▁Rome"
     m.reset()
     decode = np.concatenate([m.eval([t]) for t in GEMMA_PROMPT])
-    # Prefill runs the SIMD gemm tiles, decode the SIMD dots: their float sums round differently,
-    # and through 18 layers of 8-bit activation quantization Gemma turns that into logit
-    # differences of about one unit (as large as the Q4_K_M model's distance to transformers).
-    # Hence distribution-level checks here, and the exact one on the scalar path below.
-    assert np.abs(softmax(decode) - softmax(prefill)).max() < 0.15
-    assert (decode.argmax(axis=1) == prefill.argmax(axis=1)).mean() >= 0.85
-
-
-def test_gemma_prefill_equals_decode_on_one_kernel_path(gemma_path):
-    """With the same kernels for one and many tokens (scalar path) only the cache and attention
-    bookkeeping separate batched prefill from token-by-token decode: they must agree."""
-    m = core.Model(gemma_path, n_ctx=64, n_threads=2, cpu_path="scalar")
-    prompt = GEMMA_PROMPT[:6]
-    prefill = m.eval(prompt, logits="all")
-    m.reset()
-    decode = np.concatenate([m.eval([t]) for t in prompt])
+    # Tight on purpose: Gemma amplifies any rounding difference between the one-token and the
+    # batched kernels (through 18 layers of 8-bit activations) to whole logits.
     scale = np.abs(prefill).max(axis=1, keepdims=True)
     assert (np.abs(decode - prefill) / scale).max() < 1e-3
