@@ -10,6 +10,8 @@ namespace nb = nanobind;
 namespace decollama::py {
 
 void bind_system(nb::module_& m) {
+    // A constant, so that importing decollama neither reads DECOLLAMA_CPU nor initialises CUDA.
+    m.attr("__version__") = DECOLLAMA_VERSION;
     m.def("system_info", [] {
         const SystemInfo s = system_info();
         nb::dict d;

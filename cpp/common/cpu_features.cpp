@@ -81,7 +81,12 @@ CpuPath default_cpu_path() {
     const CpuFeatures f = detect_cpu_features();
     const char* env = std::getenv("DECOLLAMA_CPU");
     if (env == nullptr || *env == '\0') return best_cpu_path(f);
-    const CpuPath p = cpu_path_from_name(env);
+    CpuPath p;
+    try {
+        p = cpu_path_from_name(env);
+    } catch (const InvalidArgument& e) {
+        throw InvalidArgument(std::string("DECOLLAMA_CPU=") + env + ": " + e.what());
+    }
     if (!cpu_path_supported(p, f))
         throw InvalidArgument(std::string("DECOLLAMA_CPU=") + env +
                               ": this CPU does not support that kernel path");

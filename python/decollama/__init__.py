@@ -3,12 +3,13 @@ from ._native import core as _core
 from .gguf_file import GGUFError, GGUFFile, TensorInfo
 from .llama import Llama
 
-__version__ = _core.system_info()["version"]
+__version__ = _core.__version__
 
 
 def system_info() -> dict:
     """Version, compiler, CPU features, the CPU kernel path in use (DECOLLAMA_CPU=scalar|avx2|avx512
-    forces one), whether CUDA was compiled in and the GPUs seen."""
+    forces one; an unknown or unsupported value raises ValueError), whether CUDA was compiled in
+    and the GPUs seen."""
     return _core.system_info()
 
 
