@@ -192,7 +192,8 @@ GEMMA_PROMPT = [2, 818, 5279, 529, 7001, 563, 9079, 236761, 669, 5279, 529, 9405
 
 def test_gemma_smoke(gemma_path):
     m = core.Model(gemma_path, n_ctx=64, n_threads=2)
-    assert (m.architecture, m.n_vocab, m.n_layer, m.n_head, m.n_head_kv, m.head_dim) == ("gemma3", 262144, 18, 4, 1, 256)
+    shape = (m.architecture, m.n_vocab, m.n_layer, m.n_head, m.n_head_kv, m.head_dim)
+    assert shape == ("gemma3", 262144, 18, 4, 1, 256)
     assert m.kv_info()["bytes_per_token"] == 18 * 1024  # 18 layers x (K + V) x 256 halves
     prefill = m.eval(GEMMA_PROMPT, logits="all")
     assert np.isfinite(prefill).all()

@@ -72,8 +72,10 @@ void dense_accumulate(const float* p, const uint8_t* stream, int64_t head_dim, i
 // ---- 32-element blocks with an fp16 scale (q8_0, q4_0) ---------------------------------------
 
 void decode_block(const block_q8_0& b, __m256 x[4]) {
-    for (int r = 0; r < 4; ++r)
-        x[r] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(b.qs + 8 * r))));
+    for (int r = 0; r < 4; ++r) {
+        const __m128i bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(b.qs + 8 * r));
+        x[r] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes));
+    }
 }
 
 void decode_block(const block_q4_0& b, __m256 x[4]) {

@@ -70,8 +70,10 @@ void dense_accumulate(const float* p, const uint8_t* stream, int64_t head_dim, i
 // ---- 32-element blocks with an fp16 scale (q8_0, q4_0) ---------------------------------------
 
 void decode_block(const block_q8_0& b, __m512 x[2]) {
-    for (int r = 0; r < 2; ++r)
-        x[r] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b.qs + 16 * r))));
+    for (int r = 0; r < 2; ++r) {
+        const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b.qs + 16 * r));
+        x[r] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(bytes));
+    }
 }
 
 void decode_block(const block_q4_0& b, __m512 x[2]) {
@@ -92,7 +94,8 @@ void block32_scores(const float* q, const uint8_t* stream, int64_t head_dim, int
             __m512 x[2];
             decode_block(*k, x);
             const float* qb = q + 32 * b;
-            const __m512 dot = _mm512_fmadd_ps(_mm512_loadu_ps(qb + 16), x[1], _mm512_mul_ps(_mm512_loadu_ps(qb), x[0]));
+            const __m512 dot =
+                _mm512_fmadd_ps(_mm512_loadu_ps(qb + 16), x[1], _mm512_mul_ps(_mm512_loadu_ps(qb), x[0]));
             acc = _mm512_fmadd_ps(_mm512_set1_ps(to_f32(k->d)), dot, acc);
         }
         s[j] = _mm512_reduce_add_ps(acc);

@@ -11,23 +11,28 @@ namespace {
 
 void check_fits(const KVFormat& f, int64_t head_dim, const char* what) {
     if (head_dim % f.dim_block != 0)
-        throw InvalidArgument(std::string("KV cache format ") + f.name + " needs a " + what + " head size that is a multiple of " +
-                              std::to_string(f.dim_block) + ", the model's is " + std::to_string(head_dim));
+        throw InvalidArgument(std::string("KV cache format ") + f.name + " needs a " + what +
+                              " head size that is a multiple of " + std::to_string(f.dim_block) + ", the model's is " +
+                              std::to_string(head_dim));
 }
 
 }  // namespace
 
 KVCache::KVCache(int64_t n_ctx, int64_t n_head_kv, int64_t head_dim_k, int64_t head_dim_v,
                  std::vector<KVLayerFormats> formats)
-    : n_ctx_(n_ctx), n_head_kv_(n_head_kv), head_dim_k_(head_dim_k), head_dim_v_(head_dim_v), formats_(std::move(formats)) {
+    : n_ctx_(n_ctx),
+      n_head_kv_(n_head_kv),
+      head_dim_k_(head_dim_k),
+      head_dim_v_(head_dim_v),
+      formats_(std::move(formats)) {
     if (n_ctx <= 0) throw InvalidArgument("n_ctx must be > 0");
     for (const KVLayerFormats& lf : formats_) {
         check_fits(*lf.k, head_dim_k, "key");
         check_fits(*lf.v, head_dim_v, "value");
-        layer_offsets_.push_back(bytes_);
-        k_stride_.push_back(kv_stream_bytes(*lf.k, head_dim_k, n_ctx));
-        v_stride_.push_back(kv_stream_bytes(*lf.v, head_dim_v, n_ctx));
-        bytes_ += size_t(n_head_kv) * (k_stride_.back() + v_stride_.back());
+        const LayerLayout l{bytes_, kv_stream_bytes(*lf.k, head_dim_k, n_ctx),
+                            kv_stream_bytes(*lf.v, head_dim_v, n_ctx)};
+        layouts_.push_back(l);
+        bytes_ += size_t(n_head_kv) * (l.k_stream_bytes + l.v_stream_bytes);
     }
     base_.reset(new uint8_t[bytes_]);
 }

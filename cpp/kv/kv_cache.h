@@ -47,14 +47,22 @@ public:
     double layer_bytes_per_token(int64_t layer) const;
 
 private:
-    size_t k_offset(int64_t layer, int64_t head) const { return layer_offsets_[size_t(layer)] + size_t(head) * k_stride_[size_t(layer)]; }
+    // Bytes of one layer: its n_head_kv K streams, then its n_head_kv V streams.
+    struct LayerLayout {
+        size_t offset, k_stream_bytes, v_stream_bytes;
+    };
+    size_t k_offset(int64_t layer, int64_t head) const {
+        const LayerLayout& l = layouts_[size_t(layer)];
+        return l.offset + size_t(head) * l.k_stream_bytes;
+    }
     size_t v_offset(int64_t layer, int64_t head) const {
-        return layer_offsets_[size_t(layer)] + size_t(n_head_kv_) * k_stride_[size_t(layer)] + size_t(head) * v_stride_[size_t(layer)];
+        const LayerLayout& l = layouts_[size_t(layer)];
+        return l.offset + size_t(n_head_kv_) * l.k_stream_bytes + size_t(head) * l.v_stream_bytes;
     }
 
     int64_t n_ctx_, n_head_kv_, head_dim_k_, head_dim_v_;
     std::vector<KVLayerFormats> formats_;
-    std::vector<size_t> layer_offsets_, k_stride_, v_stride_;  // bytes; strides are per stream
+    std::vector<LayerLayout> layouts_;
     size_t bytes_ = 0;
     std::unique_ptr<uint8_t[]> base_;  // uninitialised: pages are touched as positions fill
 };

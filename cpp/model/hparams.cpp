@@ -114,7 +114,8 @@ HParams read_hparams(const GGUFFile& f) {
         throw GGUFError(f.path(), key("attention.head_count_kv"),
                         std::to_string(hp.n_head_kv) + " does not divide head_count " + std::to_string(hp.n_head));
     if (!f.has(key("attention.key_length")) && hp.n_embd % hp.n_head != 0)
-        throw GGUFError(f.path(), key("attention.key_length"), "missing and head_count does not divide embedding_length");
+        throw GGUFError(f.path(), key("attention.key_length"),
+                        "missing, and head_count does not divide embedding_length");
     hp.head_dim_k = positive("attention.key_length",
                              int64_t(f.get_uint(key("attention.key_length"), uint64_t(hp.n_embd / hp.n_head))));
     hp.head_dim_v = positive("attention.value_length",

@@ -75,8 +75,10 @@ void Model::eval(const int32_t* tokens, int64_t n, LogitsMode mode, float* logit
         const int64_t first_output = mode == LogitsMode::All ? 0 : mode == LogitsMode::Last && last_batch ? nb - 1 : nb;
         forward_.run(tokens + b0, nb, n_past_, first_output, cache_, pool_, path_);
         n_past_ += nb;
-        if (first_output < nb)
-            forward_.logits(first_output, nb, mode == LogitsMode::All ? logits + b0 * hp_.n_vocab : logits, pool_, path_);
+        if (first_output < nb) {
+            float* rows = mode == LogitsMode::All ? logits + b0 * hp_.n_vocab : logits;
+            forward_.logits(first_output, nb, rows, pool_, path_);
+        }
     }
 }
 

@@ -46,7 +46,8 @@ private:
             throw GGUFError(f_.path(), name,
                             std::string("type ") + (traits ? traits->name : "?") + " is not supported for computation");
         if (shape[0] % traits->block_size != 0)
-            throw GGUFError(f_.path(), name, "row length is not a multiple of the " + std::string(traits->name) + " block");
+            throw GGUFError(f_.path(), name,
+                            "row length is not a multiple of the " + std::string(traits->name) + " block");
         return t;
     }
 
