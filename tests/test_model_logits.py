@@ -88,28 +88,34 @@ def test_nll_is_the_log_softmax_of_the_logits(reference, first):
     np.testing.assert_allclose(nll, expected, rtol=0, atol=ATOL)
 
 
-ROPE_SCALINGS = {
-    "llama3": ("llama", {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
-                         "high_freq_factor": 4.0, "original_max_position_embeddings": 64}),
-    "linear": ("llama", {"rope_type": "linear", "rope_theta": 10000.0, "factor": 4.0}),
-    "yarn": ("qwen2", {"rope_type": "yarn", "rope_theta": 1000000.0, "factor": 4.0,
-                       "original_max_position_embeddings": 64}),
-    "gemma3-linear": ("gemma3", {"full_attention": {"rope_type": "linear", "rope_theta": 1e6, "factor": 8.0},
-                                 "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}}),
+# Checkpoint variants that exercise metadata the default tiny configs leave out.
+VARIANTS = {
+    "llama3-rope": ("llama", {"rope_parameters": {
+        "rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0, "original_max_position_embeddings": 64}}),
+    "linear-rope": ("llama", {"rope_parameters": {"rope_type": "linear", "rope_theta": 10000.0, "factor": 4.0}}),
+    "yarn-rope": ("qwen2", {"rope_parameters": {"rope_type": "yarn", "rope_theta": 1000000.0, "factor": 4.0,
+                                                "original_max_position_embeddings": 64}}),
+    "gemma3-linear-rope": ("gemma3", {"rope_parameters": {
+        "full_attention": {"rope_type": "linear", "rope_theta": 1e6, "factor": 8.0},
+        "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}}}),
+    "gemma3-softcap": ("gemma3", {"final_logit_softcapping": 2.5}),
+    "gemma3-query-scalar": ("gemma3", {"query_pre_attn_scalar": 24}),  # != head_dim: attention.scale
 }
 
 
-@pytest.mark.parametrize("scaling", ROPE_SCALINGS)
-def test_rope_scaling_matches_transformers(scaling, tmp_path):
-    """rope_freqs (llama3), linear and YaRN scaling from the GGUF metadata."""
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_variants_match_transformers(variant, tmp_path):
+    """rope_freqs (llama3), linear and YaRN rope scaling, final logit softcapping and an explicit
+    attention scale, all from the GGUF metadata."""
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
-    arch, rope = ROPE_SCALINGS[scaling]
-    checkpoint = tiny_models.make_tiny_checkpoint(arch, tmp_path / "hf", rope_parameters=rope)
+    arch, overrides = VARIANTS[variant]
+    checkpoint = tiny_models.make_tiny_checkpoint(arch, tmp_path / "hf", **overrides)
     gguf = tiny_models.convert(checkpoint, tmp_path / "model.gguf", "f32")
     hf = transformers.AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32,
                                                            attn_implementation="eager").eval()
-    ids = np.random.default_rng(2).integers(0, hf.config.vocab_size, N_TOKENS).tolist()
+    ids = np.random.default_rng(2).integers(0, hf.config.get_text_config().vocab_size, N_TOKENS).tolist()
     with torch.no_grad():
         expected = hf(torch.tensor([ids])).logits[0].numpy()
     logits = load(Reference(str(gguf), ids, expected)).eval(ids, logits="all")
