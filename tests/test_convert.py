@@ -570,3 +570,26 @@ def test_tiny_tokenizers_are_realistic(arch, tmp_path_factory):
         for text in tm.HARD_STRINGS + ["<start_of_turn>user\nhi<end_of_turn>\n"]:
             assert tok(text, add_special_tokens=False).input_ids == sp.encode(text), text
         assert any(sp.is_byte(i) for i in sp.encode("🦙 ✅ 😶‍🌫️"))  # byte fallback is exercised
+
+
+@pytest.mark.parametrize("outtype", ["f32", "q8_0"])
+def test_tensors_are_streamed_one_at_a_time(outtype, tmp_path, tmp_path_factory, monkeypatch):
+    # No second full copy of the model in RAM: when a tensor is loaded and encoded, every earlier
+    # tensor's float32 data and encoded bytes have already been written out and freed.
+    import gc
+    import weakref
+
+    conv = tm.converter()
+    encode, alive, calls = conv.encode, [], []
+
+    def tracking_encode(data, qtype):
+        gc.collect()
+        assert not [r for r in alive if r() is not None], f"{len(calls)} tensors written, earlier data still held"
+        out = encode(data, qtype)
+        alive.extend([weakref.ref(data), weakref.ref(out)])
+        calls.append(qtype)
+        return out
+
+    monkeypatch.setattr(conv, "encode", tracking_encode)
+    out = conv.convert(tm.tiny_checkpoint("llama", tmp_path_factory), tmp_path / "streamed.gguf", outtype)
+    assert len(calls) == len(gguf.GGUFReader(out).tensors) > 10

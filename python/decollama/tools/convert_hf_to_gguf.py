@@ -677,6 +677,7 @@ def convert(model_dir: str | os.PathLike, outfile: str | os.PathLike, outtype: s
                 if data.nbytes != p.nbytes:  # a shape the header promised differently
                     raise ConvertError(f"{p.name}: {data.nbytes} bytes, expected {p.nbytes}")
                 w.write_tensor_data(data)
+                del data  # freed before the next tensor is loaded: one tensor in memory at a time
                 bar.update(p.nbytes)
         w.close()
         os.replace(part, outfile)
