@@ -3,7 +3,9 @@ from ._native import core as _core
 from .gguf_file import GGUFError, GGUFFile, TensorInfo
 from .llama import Llama
 
-__version__ = _core.__version__
+# A constant of the core: importing reads neither DECOLLAMA_CPU nor the GPUs. (A core built before
+# it existed still answers through system_info().)
+__version__ = getattr(_core, "__version__", None) or _core.system_info()["version"]
 
 
 def system_info() -> dict:
