@@ -10,8 +10,8 @@ import tiny_models
 
 FORMATS = ["f32", "f16", "q8_0", "q4_0"]
 BITS = {"f32": 32.0, "f16": 16.0, "q8_0": 8.5, "q4_0": 4.5}
-PATHS = [p for p in ("scalar", "avx2", "avx512")
-         if p == "scalar" or p in core.system_info()["cpu_features"]]
+ALL_PATHS = ("scalar", "avx2", "avx512")
+PATHS = ALL_PATHS[:ALL_PATHS.index(core.system_info()["best_cpu_path"]) + 1]  # what this CPU runs
 
 
 def reference_attention(q, k, v, n_head, n_head_kv, window):
