@@ -14,6 +14,12 @@ ALL_PATHS = ("scalar", "avx2", "avx512")
 PATHS = ALL_PATHS[:ALL_PATHS.index(core.system_info()["best_cpu_path"]) + 1]  # what this CPU runs
 
 
+def scored_query(q, k_format):
+    """The query as the key format's scores see it: q8_0 / q4_0 keys take integer dots against
+    the query quantized to q8_0 (as llama.cpp does)."""
+    return quantize_reference(q, "q8_0") if k_format in ("q8_0", "q4_0") else q
+
+
 def reference_attention(q, k, v, n_head, n_head_kv, window):
     """Causal attention of the last len(q) positions over k, v (float64)."""
     n_q, n_kv = len(q), len(k)
@@ -85,7 +91,7 @@ def test_fused_attention_matches_numpy(fmt, path, n_q, window, append_batch, n_t
     q, k, v = random_qkv(n_q, n_kv, n_head, n_head_kv, head_dim, seed=n_q)
     out, k_read, v_read = core.kv_attention(q, k, v, n_head, n_head_kv, kv_k=fmt, kv_v=fmt, window=window,
                                             cpu_path=path, n_threads=n_threads, append_batch=append_batch)
-    ref = reference_attention(q, k_read, v_read, n_head, n_head_kv, window)
+    ref = reference_attention(scored_query(q, fmt), k_read, v_read, n_head, n_head_kv, window)
     np.testing.assert_allclose(out, ref, rtol=0, atol=2e-5)
 
 
@@ -103,7 +109,7 @@ def test_k_and_v_formats_are_independent():
     out, k_read, v_read = core.kv_attention(q, k, v, 2, 1, kv_k="q8_0", kv_v="q4_0", n_threads=2)
     np.testing.assert_allclose(k_read, quantize_reference(k, "q8_0"), atol=1e-6)
     np.testing.assert_allclose(v_read, quantize_reference(v, "q4_0"), atol=1e-6)
-    np.testing.assert_allclose(out, reference_attention(q, k_read, v_read, 2, 1, 0), atol=2e-5)
+    np.testing.assert_allclose(out, reference_attention(scored_query(q, "q8_0"), k_read, v_read, 2, 1, 0), atol=2e-5)
 
 
 def test_format_errors():

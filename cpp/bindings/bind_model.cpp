@@ -139,8 +139,8 @@ nb::tuple kv_attention(const FloatMatrix& q, const FloatMatrix& k, const FloatMa
             const int64_t n = std::min(batch, n_kv - t);
             cache.store(0, t, n, k.data() + t * n_head_kv * hd_k, v.data() + t * n_head_kv * hd_v, pool);
         }
-        Attention attention(pool.size(), n_q, n_head, hd_v);
-        attention.run(q.data(), n_q, n_kv - n_q, cache, 0, window, out.get(), pool, path);
+        Attention attention(cache, pool.size(), n_q, n_head);
+        attention.run(q.data(), n_q, n_kv - n_q, 0, window, out.get(), pool, path);
 
         std::vector<float> rows(size_t(n_kv * std::max(hd_k, hd_v)));
         for (int64_t h = 0; h < n_head_kv; ++h) {

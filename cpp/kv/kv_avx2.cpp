@@ -69,7 +69,8 @@ void dense_accumulate(const float* p, const uint8_t* stream, int64_t head_dim, i
         for (int64_t j = 0; j < n; ++j) out[d] += p[j] * to_f32(v[j * head_dim + d]);
 }
 
-// ---- 32-element blocks with an fp16 scale (q8_0, q4_0) ---------------------------------------
+// ---- values in 32-element blocks with an fp16 scale (q8_0, q4_0) ----------------------------
+// (their keys are scored by the quant library's integer dots: kv_dot_scores.h)
 
 void decode_block(const block_q8_0& b, __m256 x[4]) {
     for (int r = 0; r < 4; ++r) {
@@ -87,24 +88,6 @@ void decode_block(const block_q4_0& b, __m256 x[4]) {
     x[1] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8)));
     x[2] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi));
     x[3] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8)));
-}
-
-template <class Block>
-void block32_scores(const float* q, const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n, float* s) {
-    const int64_t n_blocks = head_dim / 32;
-    const Block* k = reinterpret_cast<const Block*>(stream) + t * n_blocks;
-    for (int64_t j = 0; j < n; ++j) {
-        __m256 acc = _mm256_setzero_ps();
-        for (int64_t b = 0; b < n_blocks; ++b, ++k) {
-            __m256 x[4];
-            decode_block(*k, x);
-            const float* qb = q + 32 * b;
-            __m256 dot = _mm256_mul_ps(_mm256_loadu_ps(qb), x[0]);
-            for (int r = 1; r < 4; ++r) dot = _mm256_fmadd_ps(_mm256_loadu_ps(qb + 8 * r), x[r], dot);
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(to_f32(k->d)), dot, acc);
-        }
-        s[j] = hsum(acc);
-    }
 }
 
 template <class Block>
@@ -127,8 +110,8 @@ void block32_accumulate(const float* p, const uint8_t* stream, int64_t head_dim,
 
 }  // namespace
 
-void kv_f32_scores_avx2(const float* q, const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n, float* s) {
-    dense_scores<float>(q, stream, head_dim, t, n, s);
+void kv_f32_scores_avx2(const void* q, const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n, float* s) {
+    dense_scores<float>(static_cast<const float*>(q), stream, head_dim, t, n, s);
 }
 
 void kv_f32_accumulate_avx2(const float* p, const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n,
@@ -136,8 +119,8 @@ void kv_f32_accumulate_avx2(const float* p, const uint8_t* stream, int64_t head_
     dense_accumulate<float>(p, stream, head_dim, t, n, out);
 }
 
-void kv_f16_scores_avx2(const float* q, const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n, float* s) {
-    dense_scores<uint16_t>(q, stream, head_dim, t, n, s);
+void kv_f16_scores_avx2(const void* q, const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n, float* s) {
+    dense_scores<uint16_t>(static_cast<const float*>(q), stream, head_dim, t, n, s);
 }
 
 void kv_f16_accumulate_avx2(const float* p, const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n,
@@ -145,17 +128,9 @@ void kv_f16_accumulate_avx2(const float* p, const uint8_t* stream, int64_t head_
     dense_accumulate<uint16_t>(p, stream, head_dim, t, n, out);
 }
 
-void kv_q8_0_scores_avx2(const float* q, const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n, float* s) {
-    block32_scores<block_q8_0>(q, stream, head_dim, t, n, s);
-}
-
 void kv_q8_0_accumulate_avx2(const float* p, const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n,
                              float* out) {
     block32_accumulate<block_q8_0>(p, stream, head_dim, t, n, out);
-}
-
-void kv_q4_0_scores_avx2(const float* q, const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n, float* s) {
-    block32_scores<block_q4_0>(q, stream, head_dim, t, n, s);
 }
 
 void kv_q4_0_accumulate_avx2(const float* p, const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n,

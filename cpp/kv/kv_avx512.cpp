@@ -67,7 +67,8 @@ void dense_accumulate(const float* p, const uint8_t* stream, int64_t head_dim, i
         for (int64_t j = 0; j < n; ++j) out[d] += p[j] * to_f32(v[j * head_dim + d]);
 }
 
-// ---- 32-element blocks with an fp16 scale (q8_0, q4_0) ---------------------------------------
+// ---- values in 32-element blocks with an fp16 scale (q8_0, q4_0) ----------------------------
+// (their keys are scored by the quant library's integer dots: kv_dot_scores.h)
 
 void decode_block(const block_q8_0& b, __m512 x[2]) {
     for (int r = 0; r < 2; ++r) {
@@ -82,24 +83,6 @@ void decode_block(const block_q4_0& b, __m512 x[2]) {
     x[0] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_sub_epi8(_mm_and_si128(bytes, mask), eight)));
     x[1] = _mm512_cvtepi32_ps(
         _mm512_cvtepi8_epi32(_mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(bytes, 4), mask), eight)));
-}
-
-template <class Block>
-void block32_scores(const float* q, const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n, float* s) {
-    const int64_t n_blocks = head_dim / 32;
-    const Block* k = reinterpret_cast<const Block*>(stream) + t * n_blocks;
-    for (int64_t j = 0; j < n; ++j) {
-        __m512 acc = _mm512_setzero_ps();
-        for (int64_t b = 0; b < n_blocks; ++b, ++k) {
-            __m512 x[2];
-            decode_block(*k, x);
-            const float* qb = q + 32 * b;
-            const __m512 dot =
-                _mm512_fmadd_ps(_mm512_loadu_ps(qb + 16), x[1], _mm512_mul_ps(_mm512_loadu_ps(qb), x[0]));
-            acc = _mm512_fmadd_ps(_mm512_set1_ps(to_f32(k->d)), dot, acc);
-        }
-        s[j] = _mm512_reduce_add_ps(acc);
-    }
 }
 
 template <class Block>
@@ -123,8 +106,8 @@ void block32_accumulate(const float* p, const uint8_t* stream, int64_t head_dim,
 
 }  // namespace
 
-void kv_f32_scores_avx512(const float* q, const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n, float* s) {
-    dense_scores<float>(q, stream, head_dim, t, n, s);
+void kv_f32_scores_avx512(const void* q, const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n, float* s) {
+    dense_scores<float>(static_cast<const float*>(q), stream, head_dim, t, n, s);
 }
 
 void kv_f32_accumulate_avx512(const float* p, const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n,
@@ -132,8 +115,8 @@ void kv_f32_accumulate_avx512(const float* p, const uint8_t* stream, int64_t hea
     dense_accumulate<float>(p, stream, head_dim, t, n, out);
 }
 
-void kv_f16_scores_avx512(const float* q, const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n, float* s) {
-    dense_scores<uint16_t>(q, stream, head_dim, t, n, s);
+void kv_f16_scores_avx512(const void* q, const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n, float* s) {
+    dense_scores<uint16_t>(static_cast<const float*>(q), stream, head_dim, t, n, s);
 }
 
 void kv_f16_accumulate_avx512(const float* p, const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n,
@@ -141,17 +124,9 @@ void kv_f16_accumulate_avx512(const float* p, const uint8_t* stream, int64_t hea
     dense_accumulate<uint16_t>(p, stream, head_dim, t, n, out);
 }
 
-void kv_q8_0_scores_avx512(const float* q, const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n, float* s) {
-    block32_scores<block_q8_0>(q, stream, head_dim, t, n, s);
-}
-
 void kv_q8_0_accumulate_avx512(const float* p, const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n,
                                float* out) {
     block32_accumulate<block_q8_0>(p, stream, head_dim, t, n, out);
-}
-
-void kv_q4_0_scores_avx512(const float* q, const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n, float* s) {
-    block32_scores<block_q4_0>(q, stream, head_dim, t, n, s);
 }
 
 void kv_q4_0_accumulate_avx512(const float* p, const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n,

@@ -24,7 +24,8 @@ void read(const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n, float* 
     for (int64_t i = 0; i < n * head_dim; ++i) out[i] = fp16_to_fp32(src[i]);
 }
 
-void scores_scalar(const float* q, const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n, float* s) {
+void scores_scalar(const void* query, const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n, float* s) {
+    const float* q = static_cast<const float*>(query);
     const uint16_t* k = token_row(stream, head_dim, t);
     for (int64_t j = 0; j < n; ++j, k += head_dim) {
         float sum = 0.0f;
@@ -42,7 +43,7 @@ void accumulate_scalar(const float* p, const uint8_t* stream, int64_t head_dim, 
 }  // namespace
 
 extern const KVFormat kKVFormatF16 = {
-    "f16", /*dim_block=*/1, /*tokens_per_block=*/1, block_bytes, append, read,
+    "f16", /*dim_block=*/1, /*tokens_per_block=*/1, block_bytes, append, read, nullptr, nullptr,
     {scores_scalar, DECOLLAMA_KV_SIMD(kv_f16_scores)},
     {accumulate_scalar, DECOLLAMA_KV_SIMD(kv_f16_accumulate)},
 };

@@ -24,7 +24,8 @@ void read(const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n, float* 
     std::memcpy(out, token_row(stream, head_dim, t), size_t(n) * block_bytes(head_dim));
 }
 
-void scores_scalar(const float* q, const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n, float* s) {
+void scores_scalar(const void* query, const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n, float* s) {
+    const float* q = static_cast<const float*>(query);
     const float* k = token_row(stream, head_dim, t);
     for (int64_t j = 0; j < n; ++j, k += head_dim) {
         float sum = 0.0f;
@@ -42,7 +43,7 @@ void accumulate_scalar(const float* p, const uint8_t* stream, int64_t head_dim, 
 }  // namespace
 
 extern const KVFormat kKVFormatF32 = {
-    "f32", /*dim_block=*/1, /*tokens_per_block=*/1, block_bytes, append, read,
+    "f32", /*dim_block=*/1, /*tokens_per_block=*/1, block_bytes, append, read, nullptr, nullptr,
     {scores_scalar, DECOLLAMA_KV_SIMD(kv_f32_scores)},
     {accumulate_scalar, DECOLLAMA_KV_SIMD(kv_f32_accumulate)},
 };

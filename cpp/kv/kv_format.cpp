@@ -40,6 +40,10 @@ size_t kv_stream_bytes(const KVFormat& f, int64_t head_dim, int64_t n_tokens) {
     return size_t(n_blocks) * f.block_bytes(head_dim);
 }
 
+size_t kv_query_bytes(const KVFormat& f, int64_t head_dim) {
+    return f.prepare_query != nullptr ? f.query_bytes(head_dim) : size_t(head_dim) * sizeof(float);
+}
+
 double kv_bits_per_element(const KVFormat& f, int64_t head_dim) {
     return 8.0 * double(f.block_bytes(head_dim)) / double(f.tokens_per_block * head_dim);
 }

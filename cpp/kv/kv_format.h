@@ -6,6 +6,10 @@
 // cache):
 //   scores     s[j]  = q · k[t + j]              for a tile of keys
 //   accumulate out  += sum_j p[j] * v[t + j]     for a tile of values
+// Before scoring, a format may turn each query into its own representation (prepare_query),
+// once per query head and attention task: int8 blocks for integer dots against q8_0 / q4_0
+// keys, a query rotated into a fitted basis, a table of query-centroid products...
+//
 // Kernels take absolute token ranges. A format may group tokens (tokens_per_block > 1, e.g.
 // per-channel scales over 32 tokens): a range may then start or end inside a block (sliding
 // windows, the newest tokens, appends of one token), but never crosses a multiple of
@@ -30,8 +34,10 @@ using KVAppendFn = void (*)(const float* rows, int64_t row_stride, int64_t n, ui
                             int64_t t);
 // Decodes tokens [t, t + n) of a stream into out (n rows of head_dim): tests and inspection.
 using KVReadFn = void (*)(const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n, float* out);
-// s[j] = q · k[t + j] for j < n.
-using KVScoresFn = void (*)(const float* q, const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n,
+// Writes what scores() reads for query q (fp32, softmax scale included).
+using KVPrepareQueryFn = void (*)(const float* q, int64_t head_dim, CpuPath path, uint8_t* out);
+// s[j] = q · k[t + j] for j < n; q as prepare_query left it, or the fp32 query without one.
+using KVScoresFn = void (*)(const void* q, const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n,
                             float* s);
 // out[d] += sum_j p[j] * v[t + j][d] for j < n.
 using KVAccumulateFn = void (*)(const float* p, const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n,
@@ -46,6 +52,8 @@ struct KVFormat {
     size_t (*block_bytes)(int64_t head_dim);
     KVAppendFn append;
     KVReadFn read;
+    KVPrepareQueryFn prepare_query;           // nullptr: scores() reads the fp32 query
+    size_t (*query_bytes)(int64_t head_dim);  // bytes prepare_query writes
     KVScoresFn scores[kNumCpuPaths];          // per CpuPath; null falls back to a lower path
     KVAccumulateFn accumulate[kNumCpuPaths];
 };
@@ -58,6 +66,8 @@ std::vector<std::string> kv_format_names();
 
 // Bytes of a stream holding n tokens (whole blocks).
 size_t kv_stream_bytes(const KVFormat& f, int64_t head_dim, int64_t n_tokens);
+// Bytes of the query scores() reads (prepared, or fp32).
+size_t kv_query_bytes(const KVFormat& f, int64_t head_dim);
 // Storage bits per cached element.
 double kv_bits_per_element(const KVFormat& f, int64_t head_dim);
 // The kernels for a path, falling back to lower paths where a SIMD kernel is missing.

@@ -1,7 +1,9 @@
 // q4_0 KV format, llama.cpp's cache type of the same name: 32-element blocks along head_dim,
 // an fp16 scale and 32 4-bit quants around 8 each (4.5 bits/element). Byte i of a block holds
-// element i in its low nibble and element i + 16 in its high nibble.
+// element i in its low nibble and element i + 16 in its high nibble. Keys are scored by
+// integer dots against the query quantized to q8_0.
 #include "common/fp16.h"
+#include "kv/kv_dot_scores.h"
 #include "kv/kv_format.h"
 #include "kv/kv_simd.h"
 #include "quant/block_structs.h"
@@ -28,20 +30,10 @@ void read(const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n, float* 
     dequantize_row_q4_0(token_row(stream, head_dim, t), out, n * head_dim);
 }
 
-void scores_scalar(const float* q, const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n, float* s) {
-    const block_q4_0* k = token_row(stream, head_dim, t);
-    const int64_t n_blocks = head_dim / QK4_0;
-    for (int64_t j = 0; j < n; ++j) {
-        float sum = 0.0f;
-        for (int64_t b = 0; b < n_blocks; ++b, ++k) {
-            const float* qb = q + b * QK4_0;
-            float block_sum = 0.0f;
-            for (int i = 0; i < kHalf; ++i)
-                block_sum += qb[i] * float((k->qs[i] & 0x0F) - 8) + qb[i + kHalf] * float((k->qs[i] >> 4) - 8);
-            sum += fp16_to_fp32(k->d) * block_sum;
-        }
-        s[j] = sum;
-    }
+size_t query_bytes(int64_t head_dim) { return size_t(head_dim / QK8_0) * sizeof(block_q8_0); }
+
+void prepare_query(const float* q, int64_t head_dim, CpuPath path, uint8_t* out) {
+    activation_quantizer(GGMLType::Q8_0, path)(q, out, head_dim);
 }
 
 void accumulate_scalar(const float* p, const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n, float* out) {
@@ -61,8 +53,8 @@ void accumulate_scalar(const float* p, const uint8_t* stream, int64_t head_dim, 
 }  // namespace
 
 extern const KVFormat kKVFormatQ4_0 = {
-    "q4_0", /*dim_block=*/QK4_0, /*tokens_per_block=*/1, block_bytes, append, read,
-    {scores_scalar, DECOLLAMA_KV_SIMD(kv_q4_0_scores)},
+    "q4_0", /*dim_block=*/QK4_0, /*tokens_per_block=*/1, block_bytes, append, read, prepare_query, query_bytes,
+    {dot_scores<vec_dot_q4_0_scalar, block_bytes>, DECOLLAMA_KV_DOT_SCORES(q4_0, block_bytes)},
     {accumulate_scalar, DECOLLAMA_KV_SIMD(kv_q4_0_accumulate)},
 };
 

@@ -8,21 +8,28 @@ namespace decollama {
 
 #if defined(DECOLLAMA_X86)
 
-#define DECOLLAMA_DECLARE_KV_SIMD(format, isa)                                                              \
-    void kv_##format##_scores_##isa(const float* q, const uint8_t* stream, int64_t head_dim, int64_t t,       \
-                                    int64_t n, float* s);                                                    \
-    void kv_##format##_accumulate_##isa(const float* p, const uint8_t* stream, int64_t head_dim, int64_t t,   \
+#define DECOLLAMA_DECLARE_KV_SCORES(format, isa)                                                          \
+    void kv_##format##_scores_##isa(const void* q, const uint8_t* stream, int64_t head_dim, int64_t t,      \
+                                    int64_t n, float* s);
+#define DECOLLAMA_DECLARE_KV_ACCUMULATE(format, isa)                                                      \
+    void kv_##format##_accumulate_##isa(const float* p, const uint8_t* stream, int64_t head_dim, int64_t t, \
                                         int64_t n, float* out);
 
-DECOLLAMA_DECLARE_KV_SIMD(f32, avx2)
-DECOLLAMA_DECLARE_KV_SIMD(f32, avx512)
-DECOLLAMA_DECLARE_KV_SIMD(f16, avx2)
-DECOLLAMA_DECLARE_KV_SIMD(f16, avx512)
-DECOLLAMA_DECLARE_KV_SIMD(q8_0, avx2)
-DECOLLAMA_DECLARE_KV_SIMD(q8_0, avx512)
-DECOLLAMA_DECLARE_KV_SIMD(q4_0, avx2)
-DECOLLAMA_DECLARE_KV_SIMD(q4_0, avx512)
-#undef DECOLLAMA_DECLARE_KV_SIMD
+// Dense keys (f32, f16); q8_0 / q4_0 keys use the quant library's dots (kv_dot_scores.h).
+DECOLLAMA_DECLARE_KV_SCORES(f32, avx2)
+DECOLLAMA_DECLARE_KV_SCORES(f32, avx512)
+DECOLLAMA_DECLARE_KV_SCORES(f16, avx2)
+DECOLLAMA_DECLARE_KV_SCORES(f16, avx512)
+DECOLLAMA_DECLARE_KV_ACCUMULATE(f32, avx2)
+DECOLLAMA_DECLARE_KV_ACCUMULATE(f32, avx512)
+DECOLLAMA_DECLARE_KV_ACCUMULATE(f16, avx2)
+DECOLLAMA_DECLARE_KV_ACCUMULATE(f16, avx512)
+DECOLLAMA_DECLARE_KV_ACCUMULATE(q8_0, avx2)
+DECOLLAMA_DECLARE_KV_ACCUMULATE(q8_0, avx512)
+DECOLLAMA_DECLARE_KV_ACCUMULATE(q4_0, avx2)
+DECOLLAMA_DECLARE_KV_ACCUMULATE(q4_0, avx512)
+#undef DECOLLAMA_DECLARE_KV_SCORES
+#undef DECOLLAMA_DECLARE_KV_ACCUMULATE
 
 // The SIMD slots of a KVFormat row: {scalar, DECOLLAMA_KV_SIMD(kv_f16_scores)}.
 #define DECOLLAMA_KV_SIMD(fn) fn##_avx2, fn##_avx512

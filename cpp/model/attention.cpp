@@ -16,6 +16,8 @@ constexpr int64_t kTile = kKVTileTokens;
 constexpr int64_t kTasksPerThread = 4;
 // Decode merges a handful of (token, head) rows: cheaper than waking the pool.
 constexpr int64_t kMaxInlineMergeRows = 64;
+// Prepared queries start on cache lines (and so suit any element type).
+constexpr size_t kQueryAlign = 64;
 
 // Folds one tile of scores into a (max, sum, acc) online-softmax state: rescales the state to
 // the new max and turns the scores into the tile's unnormalised probabilities (in place).
@@ -44,11 +46,15 @@ struct AttentionJob {
     float* out;
     const KVCache* cache;
     int64_t layer, n_tokens, pos0, window;
+    CpuPath path;
+    KVPrepareQueryFn prepare_query;  // nullptr: scores read the fp32 query
     KVScoresFn scores;
     KVAccumulateFn accumulate;
     int64_t n_head, n_head_kv, n_gqa, hd_k, hd_v;
     int64_t n_split, n_tasks;
-    float* probs;    // kTile floats per thread
+    uint8_t* queries;    // n_gqa prepared queries per thread
+    size_t query_bytes;  // stride of the prepared queries
+    float* probs;        // kTile floats per thread
     float* max;      // per (token, split, head)
     float* sum;
     float* partial;  // per (token, split, head) x hd_v, when n_split > 1
@@ -65,19 +71,25 @@ struct AttentionJob {
              task = next_task.fetch_add(1, std::memory_order_relaxed)) {
             // Latest tokens first: they see the most keys, so the short ones fill the tail.
             const int64_t i = n_tokens - 1 - task / (n_head_kv * n_split);
-            run_task(i, (task / n_split) % n_head_kv, task % n_split, probs + thread * kTile);
+            run_task(i, (task / n_split) % n_head_kv, task % n_split,
+                     queries + size_t(thread * n_gqa) * query_bytes, probs + thread * kTile);
         }
     }
 
     // Query token i, the query heads of KV head g, split `split` of the key range.
-    void run_task(int64_t i, int64_t g, int64_t split, float* tile_probs) const {
+    void run_task(int64_t i, int64_t g, int64_t split, uint8_t* prepared, float* tile_probs) const {
         const int64_t pos = pos0 + i;
         const int64_t lo = window > 0 ? std::max<int64_t>(0, pos - window + 1) : 0;
         const int64_t first_tile = lo / kTile, n_tiles = pos / kTile - first_tile + 1;
         const int64_t tile_begin = first_tile + split * n_tiles / n_split;
         const int64_t tile_end = first_tile + (split + 1) * n_tiles / n_split;
         const int64_t head0 = g * n_gqa;
+        const auto query = [&](int64_t h) -> const void* {
+            return prepare_query ? static_cast<const void*>(prepared + size_t(h - head0) * query_bytes)
+                                 : q + (i * n_head + h) * hd_k;
+        };
         for (int64_t h = head0; h < head0 + n_gqa; ++h) {
+            if (prepare_query) prepare_query(q + (i * n_head + h) * hd_k, hd_k, path, prepared + (h - head0) * query_bytes);
             max[state(i, split, h)] = -std::numeric_limits<float>::infinity();
             sum[state(i, split, h)] = 0.0f;
             std::fill_n(accumulator(i, split, h), hd_v, 0.0f);
@@ -90,7 +102,7 @@ struct AttentionJob {
             // Head after head on the same tile: it stays in L1.
             for (int64_t h = head0; h < head0 + n_gqa; ++h) {
                 float* acc = accumulator(i, split, h);
-                scores(q + (i * n_head + h) * hd_k, k_stream, hd_k, t0, n, tile_probs);
+                scores(query(h), k_stream, hd_k, t0, n, tile_probs);
                 online_softmax_step(tile_probs, n, max[state(i, split, h)], sum[state(i, split, h)], acc, hd_v);
                 accumulate(tile_probs, v_stream, hd_v, t0, n, acc);
             }
@@ -128,36 +140,45 @@ struct AttentionJob {
 
 }  // namespace
 
-Attention::Attention(int n_threads, int64_t n_batch, int64_t n_head, int64_t head_dim_v)
-    : n_threads_(n_threads), n_batch_(n_batch), n_head_(n_head), head_dim_v_(head_dim_v) {
+Attention::Attention(const KVCache& cache, int n_threads, int64_t n_batch, int64_t n_head)
+    : cache_(cache), n_threads_(n_threads), n_batch_(n_batch), n_head_(n_head) {
     // A split run has n_tokens * n_head_kv < target tasks before splitting, so its
     // n_tokens * n_split stays below 2 * target.
     max_split_rows_ = 2 * kTasksPerThread * n_threads;
+    query_bytes_ = 0;
+    for (int64_t il = 0; il < cache.n_layer(); ++il)
+        query_bytes_ = std::max(query_bytes_, kv_query_bytes(cache.k_format(il), cache.head_dim_k()));
+    query_bytes_ = (query_bytes_ + kQueryAlign - 1) / kQueryAlign * kQueryAlign;
+    queries_.resize(size_t(n_threads) * size_t(n_head / cache.n_head_kv()) * query_bytes_);
     probs_.resize(size_t(n_threads * kTile));
     max_.resize(size_t(std::max(n_batch, max_split_rows_) * n_head));
     sum_.resize(max_.size());
-    partial_.resize(size_t(max_split_rows_ * n_head * head_dim_v));
+    partial_.resize(size_t(max_split_rows_ * n_head * cache.head_dim_v()));
 }
 
-void Attention::run(const float* q, int64_t n_tokens, int64_t pos0, const KVCache& cache, int64_t layer,
-                    int64_t window, float* out, ThreadPool& pool, CpuPath path) {
+void Attention::run(const float* q, int64_t n_tokens, int64_t pos0, int64_t layer, int64_t window, float* out,
+                    ThreadPool& pool, CpuPath path) {
     if (pool.size() > n_threads_ || n_tokens > n_batch_)
         throw InvalidArgument("attention: more threads or tokens than its buffers were sized for");
     AttentionJob job;
     job.q = q;
     job.out = out;
-    job.cache = &cache;
+    job.cache = &cache_;
     job.layer = layer;
     job.n_tokens = n_tokens;
     job.pos0 = pos0;
     job.window = window;
-    job.scores = kv_scores_for(cache.k_format(layer), path);
-    job.accumulate = kv_accumulate_for(cache.v_format(layer), path);
+    job.path = path;
+    job.prepare_query = cache_.k_format(layer).prepare_query;
+    job.scores = kv_scores_for(cache_.k_format(layer), path);
+    job.accumulate = kv_accumulate_for(cache_.v_format(layer), path);
     job.n_head = n_head_;
-    job.n_head_kv = cache.n_head_kv();
+    job.n_head_kv = cache_.n_head_kv();
     job.n_gqa = n_head_ / job.n_head_kv;
-    job.hd_k = cache.head_dim_k();
-    job.hd_v = head_dim_v_;
+    job.hd_k = cache_.head_dim_k();
+    job.hd_v = cache_.head_dim_v();
+    job.queries = queries_.data();
+    job.query_bytes = query_bytes_;
     job.probs = probs_.data();
     job.max = max_.data();
     job.sum = sum_.data();

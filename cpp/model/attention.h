@@ -15,21 +15,25 @@ namespace decollama {
 
 class Attention {
 public:
-    // Buffers for up to n_batch query tokens are sized here, so run() allocates nothing.
-    Attention(int n_threads, int64_t n_batch, int64_t n_head, int64_t head_dim_v);
+    // Attends over `cache` (which must outlive this). Buffers for up to n_batch query tokens
+    // and the cache's formats are sized here, so run() allocates nothing.
+    Attention(const KVCache& cache, int n_threads, int64_t n_batch, int64_t n_head);
 
     // For query token i (position pos0 + i) and head h:
     //   out[i][h] = sum_j softmax_j(q[i][h] · k_j) v_j over cached positions j in [lo, pos0 + i],
     // lo = 0, or pos0 + i - window + 1 when window > 0. q rows hold n_head * head_dim_k values
     // already multiplied by the softmax scale; out rows n_head * head_dim_v. Positions up to
     // pos0 + n_tokens - 1 must already be stored in `layer` of the cache.
-    void run(const float* q, int64_t n_tokens, int64_t pos0, const KVCache& cache, int64_t layer, int64_t window,
-             float* out, ThreadPool& pool, CpuPath path);
+    void run(const float* q, int64_t n_tokens, int64_t pos0, int64_t layer, int64_t window, float* out,
+             ThreadPool& pool, CpuPath path);
 
 private:
+    const KVCache& cache_;
     int n_threads_;
-    int64_t n_batch_, n_head_, head_dim_v_;
+    int64_t n_batch_, n_head_;
     int64_t max_split_rows_;          // token x split rows the partial buffers hold
+    size_t query_bytes_;              // room for one prepared query of any of the cache's K formats
+    std::vector<uint8_t> queries_;    // per thread: the prepared queries of one KV head's query heads
     std::vector<float> probs_;        // per thread: one tile of scores, then probabilities
     std::vector<float> max_, sum_;    // per (token, split, head): running max and sum of exp
     std::vector<float> partial_;      // per (token, split, head): unnormalised output (split runs only)

@@ -24,13 +24,14 @@ void for_each_row(ThreadPool& pool, int64_t begin, int64_t end, const RowFn& fn)
 
 }  // namespace
 
-Forward::Forward(const HParams& hp, const ModelWeights& w, int n_threads, int64_t n_batch)
+Forward::Forward(const HParams& hp, const ModelWeights& w, KVCache& cache, int n_threads, int64_t n_batch)
     : hp_(hp),
       w_(w),
+      cache_(cache),
       n_batch_(n_batch),
       rope_global_(hp.rope_global, hp.n_rot, w.rope_freq_factors),
       rope_local_(hp.rope_local, hp.n_rot, w.rope_freq_factors),
-      attention_(n_threads, n_batch, hp.n_head, hp.head_dim_v) {
+      attention_(cache, n_threads, n_batch, hp.n_head) {
     const auto rows = [&](int64_t width) { return size_t(n_batch * width); };
     x_.resize(rows(hp.n_embd));
     h_.resize(rows(hp.n_embd));
@@ -48,8 +49,8 @@ Forward::Forward(const HParams& hp, const ModelWeights& w, int n_threads, int64_
     }
 }
 
-void Forward::run(const int32_t* tokens, int64_t n, int64_t pos0, int64_t first_output, KVCache& cache,
-                  ThreadPool& pool, CpuPath path) {
+void Forward::run(const int32_t* tokens, int64_t n, int64_t pos0, int64_t first_output, ThreadPool& pool,
+                  CpuPath path) {
     if (n < 0 || n > n_batch_ || first_output < 0 || first_output > n)
         throw InvalidArgument("forward: " + std::to_string(n) + " tokens (batch of " + std::to_string(n_batch_) +
                               "), first output " + std::to_string(first_output));
@@ -59,7 +60,7 @@ void Forward::run(const int32_t* tokens, int64_t n, int64_t pos0, int64_t first_
 
     for (int64_t il = 0; il < hp_.n_layer; ++il) {
         const int64_t r0 = il == hp_.n_layer - 1 ? first_output : 0;
-        attention_block(il, r0, n, pos0, cache, pool, path);
+        attention_block(il, r0, n, pos0, pool, path);
         ffn_block(il, r0, n, pool, path);
     }
     const int64_t n_embd = hp_.n_embd;
@@ -69,8 +70,7 @@ void Forward::run(const int32_t* tokens, int64_t n, int64_t pos0, int64_t first_
     });
 }
 
-void Forward::attention_block(int64_t il, int64_t r0, int64_t n, int64_t pos0, KVCache& cache, ThreadPool& pool,
-                              CpuPath path) {
+void Forward::attention_block(int64_t il, int64_t r0, int64_t n, int64_t pos0, ThreadPool& pool, CpuPath path) {
     const LayerWeights& l = w_.layers[size_t(il)];
     const int64_t n_embd = hp_.n_embd, q_dim = hp_.n_head * hp_.head_dim_k;
     for_each_row(pool, 0, n, [&](int64_t t) {
@@ -80,13 +80,12 @@ void Forward::attention_block(int64_t il, int64_t r0, int64_t n, int64_t pos0, K
     matmul(l.wk, h_.data(), n, k_.data(), pool, path, matmul_scratch_);
     matmul(l.wv, h_.data(), n, v_.data(), pool, path, matmul_scratch_);
     for_each_row(pool, 0, n, [&](int64_t t) { finish_qkv_row(il, t, t >= r0); });
-    cache.store(il, pos0, n, k_.data(), v_.data(), pool);
+    cache_.store(il, pos0, n, k_.data(), v_.data(), pool);
     if (r0 == n) return;
 
     const int64_t window = hp_.layer_is_swa[size_t(il)] ? hp_.sliding_window : 0;
     const int64_t attn_dim = hp_.n_head * hp_.head_dim_v;
-    attention_.run(q_.data() + r0 * q_dim, n - r0, pos0 + r0, cache, il, window, attn_.data() + r0 * attn_dim, pool,
-                   path);
+    attention_.run(q_.data() + r0 * q_dim, n - r0, pos0 + r0, il, window, attn_.data() + r0 * attn_dim, pool, path);
 
     matmul(l.wo, attn_.data() + r0 * attn_dim, n - r0, h_.data() + r0 * n_embd, pool, path, matmul_scratch_);
     for_each_row(pool, r0, n, [&](int64_t t) {

@@ -18,14 +18,14 @@ namespace decollama {
 
 class Forward {
 public:
-    Forward(const HParams& hp, const ModelWeights& w, int n_threads, int64_t n_batch);
+    // hp, w and cache must outlive this.
+    Forward(const HParams& hp, const ModelWeights& w, KVCache& cache, int n_threads, int64_t n_batch);
 
     // Runs n <= n_batch tokens (ids already validated) at positions pos0.. through every
     // layer, storing their keys and values in the cache, and leaves the final-normed hidden
     // states of rows [first_output, n) for logits(). The last layer computes no more than the
     // keys and values of the rows before first_output (n: no outputs at all).
-    void run(const int32_t* tokens, int64_t n, int64_t pos0, int64_t first_output, KVCache& cache, ThreadPool& pool,
-             CpuPath path);
+    void run(const int32_t* tokens, int64_t n, int64_t pos0, int64_t first_output, ThreadPool& pool, CpuPath path);
 
     // Logits of rows [row_begin, row_end) of the last run (within [first_output, n)), one
     // n_vocab row each.
@@ -33,14 +33,14 @@ public:
 
 private:
     // Rows [r0, n) go through the layer; rows before r0 only store their keys and values.
-    void attention_block(int64_t il, int64_t r0, int64_t n, int64_t pos0, KVCache& cache, ThreadPool& pool,
-                         CpuPath path);
+    void attention_block(int64_t il, int64_t r0, int64_t n, int64_t pos0, ThreadPool& pool, CpuPath path);
     void ffn_block(int64_t il, int64_t r0, int64_t n, ThreadPool& pool, CpuPath path);
     // Biases, QK-norm and RoPE of row t's k and v (and q: with_q, scaled for the softmax).
     void finish_qkv_row(int64_t il, int64_t t, bool with_q);
 
     const HParams& hp_;
     const ModelWeights& w_;
+    KVCache& cache_;
     int64_t n_batch_;
     RopeFrequencies rope_global_, rope_local_;
     // Activations, n_batch rows each: residual stream, normed input / projection output, q, k,

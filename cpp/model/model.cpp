@@ -53,7 +53,7 @@ Model::Model(const std::string& path, const ModelOptions& options)
       weights_(load_model_weights(*file_, hp_)),
       pool_(options.n_threads),
       cache_(options.n_ctx, hp_.n_head_kv, hp_.head_dim_k, hp_.head_dim_v, layer_formats(options, hp_.n_layer)),
-      forward_(hp_, weights_, pool_.size(), n_batch_) {}
+      forward_(hp_, weights_, cache_, pool_.size(), n_batch_) {}
 
 void Model::check_tokens(const int32_t* tokens, int64_t n) const {
     if (n_past_ + n > cache_.n_ctx())
@@ -73,7 +73,7 @@ void Model::eval(const int32_t* tokens, int64_t n, LogitsMode mode, float* logit
         const int64_t nb = std::min(n_batch_, n - b0);
         const bool last_batch = b0 + nb == n;
         const int64_t first_output = mode == LogitsMode::All ? 0 : mode == LogitsMode::Last && last_batch ? nb - 1 : nb;
-        forward_.run(tokens + b0, nb, n_past_, first_output, cache_, pool_, path_);
+        forward_.run(tokens + b0, nb, n_past_, first_output, pool_, path_);
         n_past_ += nb;
         if (first_output < nb) {
             float* rows = mode == LogitsMode::All ? logits + b0 * hp_.n_vocab : logits;
@@ -94,7 +94,7 @@ void Model::nll(const int32_t* tokens, int64_t n, int64_t first, double* out) {
         // Rows b0 + r of this batch with a next token to score: r in [row_begin, row_end).
         const int64_t row_begin = std::clamp<int64_t>(first - b0, 0, nb);
         const int64_t row_end = std::max(row_begin, std::min(nb, n - 1 - b0));
-        forward_.run(tokens + b0, nb, n_past_, row_begin, cache_, pool_, path_);
+        forward_.run(tokens + b0, nb, n_past_, row_begin, pool_, path_);
         n_past_ += nb;
         for (int64_t r0 = row_begin; r0 < row_end; r0 += kNllLogitRows) {
             const int64_t r1 = std::min(row_end, r0 + kNllLogitRows);
