@@ -84,12 +84,13 @@ struct AttentionJob {
         const int64_t tile_begin = first_tile + split * n_tiles / n_split;
         const int64_t tile_end = first_tile + (split + 1) * n_tiles / n_split;
         const int64_t head0 = g * n_gqa;
+        const auto fp32_query = [&](int64_t h) { return q + (i * n_head + h) * hd_k; };
+        const auto prepared_query = [&](int64_t h) { return prepared + size_t(h - head0) * query_bytes; };
         const auto query = [&](int64_t h) -> const void* {
-            return prepare_query ? static_cast<const void*>(prepared + size_t(h - head0) * query_bytes)
-                                 : q + (i * n_head + h) * hd_k;
+            return prepare_query ? static_cast<const void*>(prepared_query(h)) : fp32_query(h);
         };
         for (int64_t h = head0; h < head0 + n_gqa; ++h) {
-            if (prepare_query) prepare_query(q + (i * n_head + h) * hd_k, hd_k, path, prepared + (h - head0) * query_bytes);
+            if (prepare_query) prepare_query(fp32_query(h), hd_k, path, prepared_query(h));
             max[state(i, split, h)] = -std::numeric_limits<float>::infinity();
             sum[state(i, split, h)] = 0.0f;
             std::fill_n(accumulator(i, split, h), hd_v, 0.0f);
