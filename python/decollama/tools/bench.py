@@ -1,6 +1,6 @@
 """decollama-bench: prompt and decode speed per KV-cache format and context depth, as a Markdown
 table, optionally next to llama.cpp measured in the same run (llama-cpp-python, flash attention
-on, same threads and cache types).
+on, same threads and cache types; the two engines take turns within every repeat).
 
 For each format and depth d, every repeat starts from an empty cache and
   prompt tok/s: evaluates d tokens in batches of --batch (logits of the last one only),
@@ -47,19 +47,15 @@ def bench_tokens(n_vocab: int, bos, n: int, seed: int) -> list:
     return tokens
 
 
-def measure(engine, tokens: list, depth: int, gen: int, repeats: int) -> dict:
-    """Median prompt and decode tok/s at one depth."""
-    prompt, decode = [], []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        engine.prefill(tokens[:depth])
-        t1 = time.perf_counter()
-        for tok in tokens[depth:depth + gen]:
-            engine.decode(tok)
-        t2 = time.perf_counter()
-        prompt.append(depth / (t1 - t0))
-        decode.append(gen / (t2 - t1))
-    return {"prompt_tok_s": statistics.median(prompt), "decode_tok_s": statistics.median(decode)}
+def measure_once(engine, tokens: list, depth: int, gen: int) -> tuple:
+    """(prompt tok/s, decode tok/s) of one prefill of `depth` tokens and `gen` decode steps."""
+    t0 = time.perf_counter()
+    engine.prefill(tokens[:depth])
+    t1 = time.perf_counter()
+    for tok in tokens[depth:depth + gen]:
+        engine.decode(tok)
+    t2 = time.perf_counter()
+    return depth / (t1 - t0), gen / (t2 - t1)
 
 
 def warm_up(engine, tokens: list) -> None:
@@ -68,19 +64,22 @@ def warm_up(engine, tokens: list) -> None:
     engine.decode(tokens[-1])
 
 
-def run_engine(make, kv, depths, gen, repeats, seed, bar) -> list:
-    engine = make(*kv)
-    tokens = bench_tokens(engine.n_vocab, engine.bos, max(depths) + gen, seed)
-    warm_up(engine, tokens)
-    rows = []
+def bench_format(engines: list, depths: list, gen: int, repeats: int, seed: int, bar) -> list:
+    """Per depth, per engine: median prompt and decode tok/s. The engines take turns within every
+    repeat, so a busy spell on a shared machine hits both rather than skewing the ratio."""
+    tokens = bench_tokens(engines[0].n_vocab, engines[0].bos, max(depths) + gen, seed)
+    for engine in engines:
+        warm_up(engine, tokens)
+    results = []
     for depth in depths:
-        row = measure(engine, tokens, depth, gen, repeats)
-        if hasattr(engine, "kv_bytes_per_token"):
-            row["kv_bytes_per_token"] = engine.kv_bytes_per_token
-        rows.append(row)
+        samples = [[] for _ in engines]
+        for _ in range(repeats):
+            for engine, got in zip(engines, samples):
+                got.append(measure_once(engine, tokens, depth, gen))
+        results.append([{"prompt_tok_s": statistics.median(p for p, _ in got),
+                         "decode_tok_s": statistics.median(d for _, d in got)} for got in samples])
         bar.update(1)
-    del engine
-    return rows
+    return results
 
 
 def _fmt(x, digits=1) -> str:
@@ -154,23 +153,22 @@ def _main(argv) -> int:
         return LlamaCppEngine(args.model, n_ctx, args.threads, args.batch, k, v)
 
     rows = []
-    total = len(kvs) * len(depths) * (2 if vs else 1)
-    with tqdm(total=total, desc="bench", unit="cell", file=sys.stderr) as bar:
+    with tqdm(total=len(kvs) * len(depths), desc="bench", unit="cell", file=sys.stderr) as bar:
         for k, v in kvs:
-            measured = run_engine(ours, (k, v), depths, args.gen, args.repeats, args.seed, bar)
-            for depth, row in zip(depths, measured):
-                rows.append({"kv_k": k, "kv_v": v, "depth": depth, "gen": args.gen, **row})
-            if not vs:
-                continue
-            if k not in LLAMA_CPP_KV_TYPES or v not in LLAMA_CPP_KV_TYPES:
-                bar.update(len(depths))  # a decollama-only format: nothing to compare with
-                continue
-            theirs_rows = run_engine(theirs, (k, v), depths, args.gen, args.repeats, args.seed, bar)
-            for row, ref in zip(rows[-len(depths):], theirs_rows):
-                row["llama_cpp_prompt_tok_s"] = ref["prompt_tok_s"]
-                row["llama_cpp_decode_tok_s"] = ref["decode_tok_s"]
-                row["prompt_ratio"] = row["prompt_tok_s"] / ref["prompt_tok_s"]
-                row["decode_ratio"] = row["decode_tok_s"] / ref["decode_tok_s"]
+            # A decollama-only format has nothing to compare with.
+            compare = vs and k in LLAMA_CPP_KV_TYPES and v in LLAMA_CPP_KV_TYPES
+            engines = [ours(k, v)] + ([theirs(k, v)] if compare else [])
+            results = bench_format(engines, depths, args.gen, args.repeats, args.seed, bar)
+            for depth, measured in zip(depths, results):
+                row = {"kv_k": k, "kv_v": v, "depth": depth, "gen": args.gen,
+                       "kv_bytes_per_token": engines[0].kv_bytes_per_token, **measured[0]}
+                if compare:
+                    ref = measured[1]
+                    row.update(llama_cpp_prompt_tok_s=ref["prompt_tok_s"], llama_cpp_decode_tok_s=ref["decode_tok_s"],
+                               prompt_ratio=row["prompt_tok_s"] / ref["prompt_tok_s"],
+                               decode_ratio=row["decode_tok_s"] / ref["decode_tok_s"])
+                rows.append(row)
+            del engines
 
     if args.json:
         print(json.dumps({"model": args.model, "threads": args.threads, "batch": args.batch, "gen": args.gen,
