@@ -48,7 +48,12 @@ void ThreadPool::run(const std::function<void(int, int)>& fn) {
     }
     if (sleepers_.load() > 0) wake_.notify_all();
     fn(0, n_threads_);
-    while (pending_.load(std::memory_order_acquire) != 0) DECOLLAMA_PAUSE();
+    // Yield now and then: when the machine is oversubscribed the worker we wait for may need
+    // this very core, and pure spinning would starve it for a whole scheduler slice.
+    for (int spins = 1; pending_.load(std::memory_order_acquire) != 0; ++spins) {
+        DECOLLAMA_PAUSE();
+        if (spins % 256 == 0) std::this_thread::yield();
+    }
     job_ = nullptr;
 }
 
@@ -71,7 +76,8 @@ void ThreadPool::worker_loop(int index) {
         int spins = 0;
         while ((gen = generation_.load(std::memory_order_acquire)) == seen) {
             DECOLLAMA_PAUSE();
-            if (++spins % 1024 == 0 && std::chrono::steady_clock::now() - start > kSpinTime) {
+            if (++spins % 256 == 0) std::this_thread::yield();  // see run(): oversubscription
+            if (spins % 1024 == 0 && std::chrono::steady_clock::now() - start > kSpinTime) {
                 std::unique_lock<std::mutex> lock(mutex_);
                 sleepers_.fetch_add(1);
                 wake_.wait(lock, [&] { return generation_.load() != seen; });
