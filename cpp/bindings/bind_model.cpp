@@ -165,7 +165,8 @@ void bind_model(nb::module_& m) {
         .def(
             "__init__",
             [](Model* self, const std::string& path, int64_t n_ctx, int n_threads, int64_t n_batch,
-               const FormatNames& kv_k, const FormatNames& kv_v, const std::string& cpu_path) {
+               const FormatNames& kv_k, const FormatNames& kv_v, const std::string& cpu_path,
+               bool precise_activations) {
                 ModelOptions o;
                 o.n_ctx = n_ctx;
                 o.n_threads = n_threads;
@@ -173,13 +174,16 @@ void bind_model(nb::module_& m) {
                 o.kv_k = format_names(kv_k);
                 o.kv_v = format_names(kv_v);
                 o.cpu_path = cpu_path;
+                o.precise_activations = precise_activations;
                 nb::gil_scoped_release no_gil;
                 new (self) Model(path, o);
             },
             "path"_a, "n_ctx"_a = 4096, "n_threads"_a = 0, "n_batch"_a = 512, "kv_k"_a = "f16", "kv_v"_a = "f16",
-            "cpu_path"_a = "",
+            "cpu_path"_a = "", "precise_activations"_a = false,
             "n_threads 0: physical cores. kv_k / kv_v: a KV format name for every layer, or a list with one per "
-            "layer. cpu_path '': the default kernel path (DECOLLAMA_CPU honoured).")
+            "layer. cpu_path '': the default kernel path (DECOLLAMA_CPU honoured). precise_activations: quantized "
+            "weights are dequantized a few rows at a time and dotted with the fp32 activations instead of "
+            "quantizing the activations to q8_* (slower; close to a dequantize-then-fp32 reference).")
         .def(
             "eval",
             [](Model& self, nb::handle tokens, const std::string& logits) {
@@ -223,6 +227,7 @@ void bind_model(nb::module_& m) {
         .def_prop_ro("n_batch", &Model::n_batch)
         .def_prop_ro("n_threads", &Model::n_threads)
         .def_prop_ro("cpu_path", [](const Model& self) { return std::string(cpu_path_name(self.cpu_path())); })
+        .def_prop_ro("precise_activations", &Model::precise_activations)
         .def_prop_ro("architecture", [](const Model& self) { return self.hparams().arch_name; })
         .def_prop_ro("n_vocab", [](const Model& self) { return self.hparams().n_vocab; })
         .def_prop_ro("n_embd", [](const Model& self) { return self.hparams().n_embd; })

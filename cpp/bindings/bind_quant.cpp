@@ -157,7 +157,7 @@ float vec_dot(const std::string& type_name, const ByteArray& w, const FloatVecto
 
 nb::ndarray<nb::numpy, float> matmul_binding(const std::string& type_name, const ByteArray& w, int64_t n_out,
                                              int64_t n_in, const FloatMatrix& x, const std::string& path,
-                                             int n_threads) {
+                                             int n_threads, bool precise) {
     const WeightTypeTraits& t = type_by_name(type_name);
     kernel_of_path(t, path);  // this exact path must have its kernel: no silent fallback
     check_row_length(t, n_in);
@@ -181,7 +181,8 @@ nb::ndarray<nb::numpy, float> matmul_binding(const std::string& type_name, const
         ThreadPool pool(n_threads);
         MatmulScratch scratch;
         const WeightView view{w.data(), t.type, n_in, n_out};
-        matmul(view, x.data(), n_tokens, y.data(), pool, cpu_path_from_name(path), scratch);
+        matmul(view, x.data(), n_tokens, y.data(), pool, cpu_path_from_name(path), scratch,
+               precise ? ActivationPrecision::Fp32 : ActivationPrecision::Quantized);
     }
     return y.to_numpy({size_t(n_tokens), size_t(n_out)});
 }
@@ -237,8 +238,10 @@ void bind_quant(nb::module_& m) {
           "dot(weight row w, x) with x quantized to the type's vec_dot_type, by the kernel of exactly "
           "this path ('scalar', 'avx2', 'avx512'); ValueError if the CPU or the table lacks it.");
     m.def("matmul", &matmul_binding, nb::arg("type_name"), nb::arg("w"), nb::arg("n_out"), nb::arg("n_in"),
-          nb::arg("x"), nb::arg("path"), nb::arg("n_threads") = 0,
-          "y[n_tokens, n_out] = x[n_tokens, n_in] @ W.T for W given as n_out rows of blocks.");
+          nb::arg("x"), nb::arg("path"), nb::arg("n_threads") = 0, nb::arg("precise") = false,
+          "y[n_tokens, n_out] = x[n_tokens, n_in] @ W.T for W given as n_out rows of blocks. precise: x stays "
+          "fp32 and W is dequantized a row tile at a time (f32 kernels) instead of x quantized to W's "
+          "vec_dot_type.");
     m.def("gemm_tile", &gemm_tile_binding, nb::arg("type_name"), nb::arg("w"), nb::arg("n_out"), nb::arg("n_in"),
           nb::arg("x"), nb::arg("path"),
           "As matmul, single-threaded, by the gemm tile kernel of exactly this path; ValueError where "

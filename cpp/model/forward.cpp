@@ -24,11 +24,13 @@ void for_each_row(ThreadPool& pool, int64_t begin, int64_t end, const RowFn& fn)
 
 }  // namespace
 
-Forward::Forward(const HParams& hp, const ModelWeights& w, KVCache& cache, int n_threads, int64_t n_batch)
+Forward::Forward(const HParams& hp, const ModelWeights& w, KVCache& cache, int n_threads, int64_t n_batch,
+                 ActivationPrecision precision)
     : hp_(hp),
       w_(w),
       cache_(cache),
       n_batch_(n_batch),
+      precision_(precision),
       rope_global_(hp.rope_global, hp.n_rot, w.rope_freq_factors),
       rope_local_(hp.rope_local, hp.n_rot, w.rope_freq_factors),
       attention_(cache, n_threads, n_batch, hp.n_head) {
@@ -76,9 +78,9 @@ void Forward::attention_block(int64_t il, int64_t r0, int64_t n, int64_t pos0, T
     for_each_row(pool, 0, n, [&](int64_t t) {
         rms_norm(x_.data() + t * n_embd, l.attn_norm.data(), n_embd, hp_.rms_eps, h_.data() + t * n_embd);
     });
-    matmul(l.wq, h_.data() + r0 * n_embd, n - r0, q_.data() + r0 * q_dim, pool, path, matmul_scratch_);
-    matmul(l.wk, h_.data(), n, k_.data(), pool, path, matmul_scratch_);
-    matmul(l.wv, h_.data(), n, v_.data(), pool, path, matmul_scratch_);
+    project(l.wq, h_.data() + r0 * n_embd, n - r0, q_.data() + r0 * q_dim, pool, path);
+    project(l.wk, h_.data(), n, k_.data(), pool, path);
+    project(l.wv, h_.data(), n, v_.data(), pool, path);
     for_each_row(pool, 0, n, [&](int64_t t) { finish_qkv_row(il, t, t >= r0); });
     cache_.store(il, pos0, n, k_.data(), v_.data(), pool);
     if (r0 == n) return;
@@ -87,7 +89,7 @@ void Forward::attention_block(int64_t il, int64_t r0, int64_t n, int64_t pos0, T
     const int64_t attn_dim = hp_.n_head * hp_.head_dim_v;
     attention_.run(q_.data() + r0 * q_dim, n - r0, pos0 + r0, il, window, attn_.data() + r0 * attn_dim, pool, path);
 
-    matmul(l.wo, attn_.data() + r0 * attn_dim, n - r0, h_.data() + r0 * n_embd, pool, path, matmul_scratch_);
+    project(l.wo, attn_.data() + r0 * attn_dim, n - r0, h_.data() + r0 * n_embd, pool, path);
     for_each_row(pool, r0, n, [&](int64_t t) {
         float* h = h_.data() + t * n_embd;
         if (hp_.post_norms) rms_norm(h, l.post_attn_norm.data(), n_embd, hp_.rms_eps, h);
@@ -131,8 +133,8 @@ void Forward::ffn_block(int64_t il, int64_t r0, int64_t n, ThreadPool& pool, Cpu
     for_each_row(pool, r0, n, [&](int64_t t) {
         rms_norm(x_.data() + t * n_embd, l.ffn_norm.data(), n_embd, hp_.rms_eps, h_.data() + t * n_embd);
     });
-    matmul(l.ffn_gate, h_.data() + r0 * n_embd, n - r0, gate_.data() + r0 * n_ff, pool, path, matmul_scratch_);
-    matmul(l.ffn_up, h_.data() + r0 * n_embd, n - r0, up_.data() + r0 * n_ff, pool, path, matmul_scratch_);
+    project(l.ffn_gate, h_.data() + r0 * n_embd, n - r0, gate_.data() + r0 * n_ff, pool, path);
+    project(l.ffn_up, h_.data() + r0 * n_embd, n - r0, up_.data() + r0 * n_ff, pool, path);
     for_each_row(pool, r0, n, [&](int64_t t) {
         float* g = gate_.data() + t * n_ff;
         const float* u = up_.data() + t * n_ff;
@@ -141,7 +143,7 @@ void Forward::ffn_block(int64_t il, int64_t r0, int64_t n, ThreadPool& pool, Cpu
         else
             silu_glu(g, u, n_ff, g);
     });
-    matmul(l.ffn_down, gate_.data() + r0 * n_ff, n - r0, h_.data() + r0 * n_embd, pool, path, matmul_scratch_);
+    project(l.ffn_down, gate_.data() + r0 * n_ff, n - r0, h_.data() + r0 * n_embd, pool, path);
     for_each_row(pool, r0, n, [&](int64_t t) {
         float* h = h_.data() + t * n_embd;
         if (hp_.post_norms) rms_norm(h, l.post_ffn_norm.data(), n_embd, hp_.rms_eps, h);
@@ -150,7 +152,7 @@ void Forward::ffn_block(int64_t il, int64_t r0, int64_t n, ThreadPool& pool, Cpu
 }
 
 void Forward::logits(int64_t row_begin, int64_t row_end, float* out, ThreadPool& pool, CpuPath path) {
-    matmul(w_.output, x_.data() + row_begin * hp_.n_embd, row_end - row_begin, out, pool, path, matmul_scratch_);
+    project(w_.output, x_.data() + row_begin * hp_.n_embd, row_end - row_begin, out, pool, path);
     if (hp_.final_logit_softcap > 0.0f)
         for_each_row(pool, 0, row_end - row_begin,
                      [&](int64_t r) { softcap(out + r * hp_.n_vocab, hp_.n_vocab, hp_.final_logit_softcap); });

@@ -18,8 +18,9 @@ namespace decollama {
 
 class Forward {
 public:
-    // hp, w and cache must outlive this.
-    Forward(const HParams& hp, const ModelWeights& w, KVCache& cache, int n_threads, int64_t n_batch);
+    // hp, w and cache must outlive this. precision: how every matmul meets quantized weights.
+    Forward(const HParams& hp, const ModelWeights& w, KVCache& cache, int n_threads, int64_t n_batch,
+            ActivationPrecision precision = ActivationPrecision::Quantized);
 
     // Runs n <= n_batch tokens (ids already validated) at positions pos0.. through every
     // layer, storing their keys and values in the cache, and leaves the final-normed hidden
@@ -37,11 +38,16 @@ private:
     void ffn_block(int64_t il, int64_t r0, int64_t n, ThreadPool& pool, CpuPath path);
     // Biases, QK-norm and RoPE of row t's k and v (and q: with_q, scaled for the softmax).
     void finish_qkv_row(int64_t il, int64_t t, bool with_q);
+    // y = x · wᵀ for n rows, with this forward's scratch and precision.
+    void project(const WeightView& w, const float* x, int64_t n, float* y, ThreadPool& pool, CpuPath path) {
+        matmul(w, x, n, y, pool, path, matmul_scratch_, precision_);
+    }
 
     const HParams& hp_;
     const ModelWeights& w_;
     KVCache& cache_;
     int64_t n_batch_;
+    ActivationPrecision precision_;
     RopeFrequencies rope_global_, rope_local_;
     // Activations, n_batch rows each: residual stream, normed input / projection output, q, k,
     // v, attention output, FFN gate and up.

@@ -48,12 +48,14 @@ std::vector<KVLayerFormats> layer_formats(const ModelOptions& o, int64_t n_layer
 Model::Model(const std::string& path, const ModelOptions& options)
     : path_(checked_cpu_path(validated(options).cpu_path)),
       n_batch_(std::min(options.n_batch, options.n_ctx)),
+      precise_activations_(options.precise_activations),
       file_(std::make_unique<GGUFFile>(path)),
       hp_(read_hparams(*file_)),
       weights_(load_model_weights(*file_, hp_)),
       pool_(options.n_threads),
       cache_(options.n_ctx, hp_.n_head_kv, hp_.head_dim_k, hp_.head_dim_v, layer_formats(options, hp_.n_layer)),
-      forward_(hp_, weights_, cache_, pool_.size(), n_batch_) {}
+      forward_(hp_, weights_, cache_, pool_.size(), n_batch_,
+               options.precise_activations ? ActivationPrecision::Fp32 : ActivationPrecision::Quantized) {}
 
 void Model::check_tokens(const int32_t* tokens, int64_t n) const {
     if (n_past_ + n > cache_.n_ctx())

@@ -26,6 +26,9 @@ struct ModelOptions {
     // KV formats: one name for every layer, or one per layer.
     std::vector<std::string> kv_k{"f16"}, kv_v{"f16"};
     std::string cpu_path;   // "scalar" | "avx2" | "avx512"; "" = default_cpu_path()
+    // Quantized weights meet fp32 activations (dequantized a row tile at a time) instead of
+    // activations quantized to q8_*: slower, close to a dequantize-then-fp32 reference.
+    bool precise_activations = false;
 };
 
 enum class LogitsMode { None, Last, All };
@@ -41,6 +44,7 @@ public:
     int64_t n_past() const { return n_past_.load(std::memory_order_relaxed); }
     int n_threads() const { return pool_.size(); }
     CpuPath cpu_path() const { return path_; }
+    bool precise_activations() const { return precise_activations_; }
     const KVCache& kv_cache() const { return cache_; }
 
     // Rows eval() writes for n tokens: 0 (None), 1 (Last) or n (All).
@@ -67,6 +71,7 @@ private:
 
     CpuPath path_;  // first: the options are checked before the file is read
     int64_t n_batch_;
+    bool precise_activations_;
     std::unique_ptr<GGUFFile> file_;
     HParams hp_;
     ModelWeights weights_;

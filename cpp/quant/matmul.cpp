@@ -34,6 +34,10 @@ struct MatmulJob {
     GemmTileFn tile_fn = nullptr;  // preferred over dot where the path has one
     const uint8_t* weights = nullptr;
     size_t weight_row_bytes = 0;
+    // Fp32 precision: rows are dequantized a tile at a time into thread i's kRowTile * n_in floats
+    // at dequantized + i * kRowTile * n_in, and dot / tile_fn are the f32 kernels.
+    DequantizeRowFn dequantize = nullptr;
+    float* dequantized = nullptr;
     int64_t n_in = 0, n_out = 0, n_tokens = 0;
 
     const float* x = nullptr;
@@ -71,7 +75,8 @@ struct MatmulJob {
 
     // Chunks are claimed dynamically; chunk c = (token block c / n_row_chunks, row chunk
     // c % n_row_chunks), so all threads sweep the weights against the same, cache-hot tokens.
-    void compute_chunks() {
+    void compute_chunks(int thread) {
+        float* const rows_scratch = dequantized == nullptr ? nullptr : dequantized + size_t(thread) * kRowTile * n_in;
         for (int64_t c = next_chunk.fetch_add(1, std::memory_order_relaxed); c < n_chunks;
              c = next_chunk.fetch_add(1, std::memory_order_relaxed)) {
             const int64_t token_begin = (c / n_row_chunks) * tokens_per_block;
@@ -79,21 +84,29 @@ struct MatmulJob {
             const int64_t row_begin = (c % n_row_chunks) * rows_per_chunk;
             const int64_t row_end = std::min(n_out, row_begin + rows_per_chunk);
             for (int64_t tile = row_begin; tile < row_end; tile += kRowTile)
-                compute_tile(tile, std::min(row_end, tile + kRowTile), token_begin, token_end);
+                compute_tile(tile, std::min(row_end, tile + kRowTile), token_begin, token_end, rows_scratch);
         }
     }
 
-    void compute_tile(int64_t row_begin, int64_t row_end, int64_t token_begin, int64_t token_end) const {
+    // rows_scratch: this thread's dequantization rows (Fp32 precision), else nullptr.
+    void compute_tile(int64_t row_begin, int64_t row_end, int64_t token_begin, int64_t token_end,
+                      float* rows_scratch) const {
+        const int64_t n = n_in;
+        const int64_t tile_rows = row_end - row_begin;
+        const uint8_t* tile = weights + size_t(row_begin) * weight_row_bytes;
+        size_t stride = weight_row_bytes;
+        if (rows_scratch != nullptr) {
+            // Once per tile and token block: the dequantized rows serve every token of the block.
+            for (int64_t r = 0; r < tile_rows; ++r) dequantize(tile + size_t(r) * stride, rows_scratch + r * n, n);
+            tile = reinterpret_cast<const uint8_t*>(rows_scratch);
+            stride = size_t(n) * sizeof(float);
+        }
         if (tile_fn != nullptr) {
-            compute_gemm_tiles(row_begin, row_end, token_begin, token_end);
+            compute_gemm_tiles(tile, stride, row_begin, row_end, token_begin, token_end);
             return;
         }
         // Locals: the indirect call would otherwise make the compiler reload every field.
         const VecDotFn dot_fn = dot;
-        const int64_t n = n_in;
-        const size_t stride = weight_row_bytes;
-        const uint8_t* const tile = weights + size_t(row_begin) * stride;
-        const int64_t tile_rows = row_end - row_begin;
         for (int64_t t = token_begin; t < token_end; ++t) {
             const uint8_t* a = activations + size_t(t) * activation_row_bytes;
             float* y_tile = y + t * n_out + row_begin;
@@ -101,18 +114,20 @@ struct MatmulJob {
         }
     }
 
-    // Groups of kGemmTileTokens tokens sweep the row tile, still in L1, kGemmTileRows at a time.
-    void compute_gemm_tiles(int64_t row_begin, int64_t row_end, int64_t token_begin, int64_t token_end) const {
+    // Groups of kGemmTileTokens tokens sweep the row tile (tile: its first row, rows stride
+    // bytes apart), still in L1, kGemmTileRows at a time.
+    void compute_gemm_tiles(const uint8_t* tile, size_t stride, int64_t row_begin, int64_t row_end,
+                            int64_t token_begin, int64_t token_end) const {
         const GemmTileFn fn = tile_fn;
         const int64_t n = n_in, rows_total = n_out;
-        const size_t stride = weight_row_bytes, a_stride = activation_row_bytes;
+        const size_t a_stride = activation_row_bytes;
         for (int64_t t = token_begin; t < token_end; t += kGemmTileTokens) {
             const int n_t = int(std::min<int64_t>(kGemmTileTokens, token_end - t));
             const uint8_t* a = activations + size_t(t) * a_stride;
             float* y_t = y + t * rows_total;
             for (int64_t r = row_begin; r < row_end; r += kGemmTileRows) {
                 const int n_r = int(std::min<int64_t>(kGemmTileRows, row_end - r));
-                fn(n, weights + size_t(r) * stride, stride, a, a_stride, y_t + r, rows_total, n_r, n_t);
+                fn(n, tile + size_t(r - row_begin) * stride, stride, a, a_stride, y_t + r, rows_total, n_r, n_t);
             }
         }
     }
@@ -136,7 +151,7 @@ void check_arguments(const WeightView& w, const WeightTypeTraits& t, const float
 }  // namespace
 
 void matmul(const WeightView& w, const float* x, int64_t n_tokens, float* y, ThreadPool& pool,
-            CpuPath path, MatmulScratch& scratch) {
+            CpuPath path, MatmulScratch& scratch, ActivationPrecision precision) {
     const WeightTypeTraits& t = weight_type(w.type);
     check_arguments(w, t, x, n_tokens, y, path);
     if (w.n_out == 0 || n_tokens == 0) return;
@@ -152,7 +167,15 @@ void matmul(const WeightView& w, const float* x, int64_t n_tokens, float* y, Thr
     job.x = x;
     job.y = y;
 
-    if (t.vec_dot_type == GGMLType::F32) {
+    if (t.vec_dot_type != GGMLType::F32 && precision == ActivationPrecision::Fp32) {
+        const WeightTypeTraits& f32 = weight_type(GGMLType::F32);
+        job.dot = vec_dot_for(f32, path);
+        job.tile_fn = gemm_tile_for(f32, path);
+        job.dequantize = t.dequantize_row;
+        scratch.weight_rows.resize(size_t(pool.size()) * kRowTile * size_t(w.n_in));  // keeps its capacity
+        job.dequantized = scratch.weight_rows.data();
+    }
+    if (t.vec_dot_type == GGMLType::F32 || job.dequantize != nullptr) {
         job.quantize_activation = nullptr;
         job.converted = nullptr;
         job.activations = reinterpret_cast<const uint8_t*>(x);
@@ -171,7 +194,7 @@ void matmul(const WeightView& w, const float* x, int64_t n_tokens, float* y, Thr
     }
 
     job.plan_chunks(pool.size());
-    pool.run([&job](int, int) { job.compute_chunks(); });
+    pool.run([&job](int thread, int) { job.compute_chunks(thread); });
 }
 
 }  // namespace decollama

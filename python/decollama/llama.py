@@ -119,14 +119,15 @@ class Llama:
     seed: the sampler seed each call starts from unless it passes its own (the same call with the same
     seed gives the same text); -1 draws a fresh seed every call. kv / kv_k / kv_v: the KV-cache block
     formats (see kv_info()). chat_format: a built-in chat format ("gemma", "llama-3", "llama-2",
-    "mistral-instruct", "chatml") overriding the file's template. Not thread-safe: use one Llama per
-    thread.
+    "mistral-instruct", "chatml") overriding the file's template. precise_activations: quantized weights
+    meet fp32 activations (dequantized a few rows at a time) instead of q8_* activations: slower, closer
+    to a dequantize-then-fp32 reference such as transformers. Not thread-safe: use one Llama per thread.
     """
 
     def __init__(self, model_path: str | os.PathLike[str], n_ctx: int = 4096, n_threads: int | None = None,
                  n_batch: int = 512, seed: int = 0, kv: str = "f16", kv_k: str | None = None,
                  kv_v: str | None = None, n_gpu_layers: int = 0, chat_format: str | None = None,
-                 last_n_tokens_size: int = 64, verbose: bool = False):
+                 last_n_tokens_size: int = 64, verbose: bool = False, precise_activations: bool = False):
         path = os.fspath(model_path)
         if not os.path.exists(path):
             raise FileNotFoundError(errno.ENOENT, "model file not found", path)
@@ -145,7 +146,8 @@ class Llama:
 
         self._tokenizer = _core.Tokenizer(path)
         self._model = _core.Model(path, n_ctx=self._n_ctx, n_threads=n_threads, n_batch=n_batch,
-                                  kv_k=kv_k or kv, kv_v=kv_v or kv)
+                                  kv_k=kv_k or kv, kv_v=kv_v or kv,
+                                  precise_activations=bool(precise_activations))
         self._chat_format_name = chat_format
         self._chat: chat_templates.ChatFormat | None = None
         if chat_format is not None:
