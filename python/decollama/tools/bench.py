@@ -102,7 +102,7 @@ def markdown_table(rows: list, with_llama_cpp: bool) -> str:
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     _cli.add_model_args(p)
     p.add_argument("--depth", type=_cli.int_list, default=[512],

@@ -104,7 +104,7 @@ def evaluate(engine, chunks: list, first: int, stats: PerplexityStats, progress:
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     _cli.add_model_args(p)
     p.add_argument("-f", "--file", required=True, help="text file to evaluate (e.g. wiki.test.raw)")
