@@ -80,13 +80,18 @@ def reference_perplexity(checkpoint, text: str, ctx: int, n_chunks: int):
     return ppl, ppl * math.sqrt(var / (len(nll) - 1)), len(ids), len(nll)
 
 
-def test_perplexity_matches_transformers(tiny, text_file, tmp_path_factory):
+@pytest.mark.parametrize("keep_crlf", [False, True], ids=["universal-newlines", "keep-crlf"])
+def test_perplexity_matches_transformers(tiny, text_file, tmp_path_factory, keep_crlf):
+    flags = ["--keep-crlf"] if keep_crlf else []
     out = run_tool("perplexity", "-m", tiny, "-f", text_file, "--ctx", CTX, "--chunks", CHUNKS, "--json",
-                   "--threads", 2, "--no-progress")
+                   "--threads", 2, "--no-progress", *flags)
     got = json.loads(out.stdout)
+    text = text_file.read_bytes().decode("utf-8")
+    assert "\r\n" in text  # the fixture keeps WikiText's CRLF line ends, so the two modes differ
+    if not keep_crlf:
+        text = text.replace("\r\n", "\n")
     checkpoint = tiny_checkpoint("gemma3", tmp_path_factory)
-    ppl, stderr, n_tokens, n_scored = reference_perplexity(checkpoint, text_file.read_bytes().decode("utf-8"),
-                                                           CTX, CHUNKS)
+    ppl, stderr, n_tokens, n_scored = reference_perplexity(checkpoint, text, CTX, CHUNKS)
     assert got["tokens"] == n_tokens
     assert got["tokens_scored"] == n_scored
     assert got["ppl"] == pytest.approx(ppl, rel=1e-3)
