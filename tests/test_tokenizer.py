@@ -29,7 +29,6 @@ from tiny_models import LLAMA3_REGEX, QWEN2_REGEX, WIKITEXT, tiny_checkpoint, ti
 
 from decollama._native import core
 
-pytestmark = pytest.mark.skipif(not hasattr(core, "Tokenizer"), reason="the core has no Tokenizer")
 
 GPT2_REGEX = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 

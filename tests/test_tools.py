@@ -14,13 +14,10 @@ import pytest
 from tiny_models import WIKITEXT, tiny_checkpoint, tiny_gguf
 
 import decollama
-from decollama._native import core
 
 CTX = 32
 CHUNKS = 4
 
-pytestmark = pytest.mark.skipif(not hasattr(core, "Model") or not hasattr(core, "Tokenizer"),
-                                reason="the core has no Model / Tokenizer yet")
 
 
 def run_tool(name: str, *args, check: bool = True) -> subprocess.CompletedProcess:
