@@ -1,6 +1,11 @@
 // The KV cache: per layer, one K and one V stream per KV head, each in that layer's formats
 // (K and V chosen independently, per layer). Token t of a stream is position t; the model
 // tracks how many positions are filled.
+//
+// Around each format's own storage the cache keeps fp16 sink rows (the format's first n_sink
+// positions) and an fp16 ring of the newest rows: the rows of a block not yet full (formats
+// that compress S > 1 tokens at once) and the newest `window` tokens. Attention reads a stream
+// through view(): sink, then the format's blocks, then the ring. Layout notes: cpp/kv/README.md.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -17,52 +22,119 @@ struct KVLayerFormats {
     const KVFormat* v;
 };
 
+// What attention needs to read one stream of n stored positions.
+struct KVStreamView {
+    const KVFormat* format;
+    const uint8_t* blocks;      // the format's storage, absolute token indices
+    const uint16_t* sink;       // n_sink fp16 rows
+    const uint16_t* ring;       // ring_rows fp16 rows, position t in row t % ring_rows
+    int64_t ring_rows;
+    int64_t n_sink;             // positions [0, n_sink) read from sink
+    int64_t first_ring;         // positions [n_sink, first_ring) from blocks, [first_ring, n) from ring
+    KVStreamConsts consts;
+};
+
+struct KVCacheOptions {
+    int64_t window = 0;  // newest positions read from the fp16 ring (every format)
+    // Per (layer, K or V, KV head), index (layer * 2 + kind) * n_head_kv + head; empty when no
+    // format needs constants. Not owned: must outlive the cache.
+    std::vector<KVStreamConsts> consts;
+    // Sum, per (layer, KV head, channel), the squared queries of every stored position
+    // (calibration: the k-means metric of CQ keys).
+    bool track_query_energy = false;
+};
+
 class KVCache {
 public:
-    // One formats entry per layer. InvalidArgument when a head_dim does not fit a format's block.
+    // One formats entry per layer. InvalidArgument when a head_dim does not fit a format's
+    // block or a format needs constants that are missing.
     KVCache(int64_t n_ctx, int64_t n_head_kv, int64_t head_dim_k, int64_t head_dim_v,
-            std::vector<KVLayerFormats> formats);
+            std::vector<KVLayerFormats> formats, KVCacheOptions options = {});
 
     int64_t n_ctx() const { return n_ctx_; }
     int64_t n_layer() const { return int64_t(formats_.size()); }
     int64_t n_head_kv() const { return n_head_kv_; }
     int64_t head_dim_k() const { return head_dim_k_; }
     int64_t head_dim_v() const { return head_dim_v_; }
+    int64_t window() const { return window_; }
     const KVFormat& k_format(int64_t layer) const { return *formats_[size_t(layer)].k; }
     const KVFormat& v_format(int64_t layer) const { return *formats_[size_t(layer)].v; }
-
-    uint8_t* k_stream(int64_t layer, int64_t head) { return base_.get() + k_offset(layer, head); }
-    uint8_t* v_stream(int64_t layer, int64_t head) { return base_.get() + v_offset(layer, head); }
-    const uint8_t* k_stream(int64_t layer, int64_t head) const { return base_.get() + k_offset(layer, head); }
-    const uint8_t* v_stream(int64_t layer, int64_t head) const { return base_.get() + v_offset(layer, head); }
+    const KVFormat& format(int64_t layer, KVKind kind) const {
+        return kind == KVKind::K ? k_format(layer) : v_format(layer);
+    }
+    bool wants_queries(int64_t layer) const { return track_query_energy_ || k_format(layer).wants_query_energy; }
+    // With track_query_energy: sum over stored positions and the KV head's query heads of q^2,
+    // head_dim_k values (cleared with the cache).
+    const double* query_energy(int64_t layer, int64_t head) const {
+        return query_energy_.data() + size_t((layer * n_head_kv_ + head) * head_dim_k_);
+    }
 
     // Stores positions [pos, pos + n) of one layer: k rows of n_head_kv * head_dim_k values,
-    // v rows of n_head_kv * head_dim_v (head after head, the projections' layout). Batches are
-    // spread over the pool in whole attention tiles, so no block has two writers.
-    void store(int64_t layer, int64_t pos, int64_t n, const float* k, const float* v, ThreadPool& pool);
+    // v rows of n_head_kv * head_dim_v (head after head, the projections' layout). q: the n
+    // query rows (n_head * head_dim_k each, after RoPE) when wants_queries(layer), else null.
+    // pos must equal the number of positions stored (append only; truncate() first).
+    void store(int64_t layer, int64_t pos, int64_t n, const float* k, const float* v, const float* q, int64_t n_head,
+               ThreadPool& pool);
+
+    // The stream as attention reads it with n positions stored.
+    KVStreamView view(int64_t layer, KVKind kind, int64_t head, int64_t n) const;
+
+    // Forgets positions >= n and returns how many are kept: n, or less where a block format
+    // cannot reopen a compressed block exactly (then a block boundary); the caller evaluates
+    // the difference again. Window rows no longer in the ring are refilled from the blocks.
+    int64_t truncate(int64_t n);
+    void clear() { truncate(0); }
+    // Positions stored in layer 0 (every layer once a forward pass is complete).
+    int64_t n_stored() const { return n_stored_.empty() ? 0 : n_stored_[0]; }
+
+    // Decodes positions [t, t + n) of a stream as attention sees them (tests, calibration).
+    void read(int64_t layer, KVKind kind, int64_t head, int64_t t, int64_t n, float* out) const;
 
     size_t bytes_allocated() const { return bytes_; }
-    // Nominal bytes one position takes over all layers, heads, K and V.
-    double bytes_per_token() const;
+    // bytes_allocated() / n_ctx: what one position costs at full context, ring and sink included.
+    double bytes_per_token() const { return double(bytes_) / double(n_ctx_); }
+    // Bytes that hold the first n positions: compressed blocks in use, sink rows, and the ring
+    // rows read as fp16 (pending block rows, window) with their query energies.
+    double bytes_in_use(int64_t layer, KVKind kind, int64_t n) const;
     double layer_bytes_per_token(int64_t layer) const;
 
 private:
-    // Bytes of one layer: its n_head_kv K streams, then its n_head_kv V streams.
-    struct LayerLayout {
-        size_t offset, k_stream_bytes, v_stream_bytes;
+    struct StreamLayout {
+        size_t blocks, sink, ring, energy;  // offsets of one stream's parts
+        int64_t ring_rows;
+        bool energy_rows;
     };
-    size_t k_offset(int64_t layer, int64_t head) const {
+    struct LayerLayout {
+        StreamLayout k, v;
+        size_t k_stride, v_stride;  // bytes per head
+    };
+    const StreamLayout& layout(int64_t layer, KVKind kind) const {
         const LayerLayout& l = layouts_[size_t(layer)];
-        return l.offset + size_t(head) * l.k_stream_bytes;
+        return kind == KVKind::K ? l.k : l.v;
     }
-    size_t v_offset(int64_t layer, int64_t head) const {
+    uint8_t* stream_base(int64_t layer, KVKind kind, int64_t head) const {
         const LayerLayout& l = layouts_[size_t(layer)];
-        return l.offset + size_t(n_head_kv_) * l.k_stream_bytes + size_t(head) * l.v_stream_bytes;
+        const size_t in_layer = kind == KVKind::K ? size_t(head) * l.k_stride
+                                                  : l.k_stride * size_t(n_head_kv_) + size_t(head) * l.v_stride;
+        return base_.get() + layer_offset_[size_t(layer)] + in_layer;
     }
+    int64_t head_dim(KVKind kind) const { return kind == KVKind::K ? head_dim_k_ : head_dim_v_; }
+    const KVStreamConsts& consts(int64_t layer, KVKind kind, int64_t head) const;
+    // Positions of a stream in complete blocks (compressed) with n stored.
+    int64_t committed(int64_t layer, KVKind kind, int64_t n) const;
+    void store_stream(int64_t layer, KVKind kind, int64_t head, int64_t pos, int64_t n, const float* rows,
+                      int64_t row_stride, const float* q, int64_t n_head, std::vector<float>& scratch);
+    int64_t first_ring(int64_t layer, KVKind kind, int64_t n) const;
 
-    int64_t n_ctx_, n_head_kv_, head_dim_k_, head_dim_v_;
+    int64_t n_ctx_, n_head_kv_, head_dim_k_, head_dim_v_, window_;
+    bool track_query_energy_;
+    std::vector<double> query_energy_;
     std::vector<KVLayerFormats> formats_;
+    std::vector<KVStreamConsts> consts_;
     std::vector<LayerLayout> layouts_;
+    std::vector<size_t> layer_offset_;
+    std::vector<int64_t> ring_lo_;   // per (layer, kind): lowest position whose ring row is valid
+    std::vector<int64_t> n_stored_;  // per layer
     size_t bytes_ = 0;
     std::unique_ptr<uint8_t[]> base_;  // uninitialised: pages are touched as positions fill
 };

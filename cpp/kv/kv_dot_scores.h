@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "kv/kv_format.h"
 #include "quant/dot_simd.h"
 #include "quant/scalar_kernels.h"
 #include "quant/weight_types.h"
@@ -18,10 +19,11 @@ void dot_scores(const void* q, const uint8_t* stream, int64_t head_dim, int64_t 
     for (int64_t j = 0; j < n; ++j) dot(head_dim, s + j, stream + size_t(t + j) * row, q);
 }
 
-// The SIMD slots of a scores row: {dot_scores<scalar dot>, DECOLLAMA_KV_DOT_SCORES(q8_0, rb)}.
+// The SIMD slots of a scores row: {kv_plain_scores<dot_scores<scalar dot>>, DECOLLAMA_KV_DOT_SCORES(q8_0, rb)}.
 #if defined(DECOLLAMA_X86)
-#define DECOLLAMA_KV_DOT_SCORES(type, row_bytes) \
-    dot_scores<vec_dot_##type##_avx2, row_bytes>, dot_scores<vec_dot_##type##_avx512, row_bytes>
+#define DECOLLAMA_KV_DOT_SCORES(type, row_bytes)                     \
+    kv_plain_scores<dot_scores<vec_dot_##type##_avx2, row_bytes>>, \
+        kv_plain_scores<dot_scores<vec_dot_##type##_avx512, row_bytes>>
 #else
 #define DECOLLAMA_KV_DOT_SCORES(type, row_bytes) nullptr, nullptr
 #endif

@@ -43,9 +43,9 @@ void accumulate_scalar(const float* p, const uint8_t* stream, int64_t head_dim, 
 }  // namespace
 
 extern const KVFormat kKVFormatF16 = {
-    "f16", /*dim_block=*/1, /*tokens_per_block=*/1, block_bytes, append, read, nullptr, nullptr,
-    {scores_scalar, DECOLLAMA_KV_SIMD(kv_f16_scores)},
-    {accumulate_scalar, DECOLLAMA_KV_SIMD(kv_f16_accumulate)},
+    "f16", /*dim_block=*/1, /*tokens_per_block=*/1, block_bytes, kv_plain_append<append>, kv_plain_read<read>, nullptr, nullptr,
+    {kv_plain_scores<scores_scalar>, DECOLLAMA_KV_SIMD_PLAIN(scores, kv_f16_scores)},
+    {kv_plain_accumulate<accumulate_scalar>, DECOLLAMA_KV_SIMD_PLAIN(accumulate, kv_f16_accumulate)},
 };
 
 }  // namespace decollama

@@ -10,12 +10,12 @@
 // once per query head and attention task: int8 blocks for integer dots against q8_0 / q4_0
 // keys, a query rotated into a fitted basis, a table of query-centroid products...
 //
-// Kernels take absolute token ranges. A format may group tokens (tokens_per_block > 1, e.g.
-// per-channel scales over 32 tokens): a range may then start or end inside a block (sliding
-// windows, the newest tokens, appends of one token), but never crosses a multiple of
-// kKVTileTokens, which every tokens_per_block divides. append may rewrite positions written
-// before (after a truncate). Adding a format = one kv_<name>.cpp (+ SIMD kernels in
-// kv_avx2.cpp / kv_avx512.cpp) and one row in kv_format.cpp.
+// Kernels take absolute token ranges inside one kKVTileTokens tile. A format may group tokens
+// (tokens_per_block > 1: deco* fits a basis per 256 tokens); the cache then hands it whole
+// blocks and keeps the newest rows in its fp16 ring until their block fills (kv_cache.h).
+// append may rewrite positions written before (after a truncate). Adding a format = one
+// kv_<name>.cpp (+ SIMD kernels in kv_avx2.cpp / kv_avx512.cpp) and one row in kv_format.cpp.
+// Layouts: cpp/kv/README.md.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -26,27 +26,44 @@
 
 namespace decollama {
 
+enum class KVKind { K = 0, V = 1 };
+
 // Keys / values per attention tile.
 constexpr int64_t kKVTileTokens = 64;
 
-// Stores n rows (row i at rows + i * row_stride) as tokens [t, t + n) of a stream.
+// Per-stream constants a format may read (model data, not per-token storage): the CQ codebook
+// of this (layer, K or V, KV head) as [head_dim / c][256][c] fp32, and its encode metric
+// [head_dim]. Null members for formats without one.
+struct KVStreamConsts {
+    const float* codebook = nullptr;
+    const float* metric = nullptr;
+};
+
+// Stores n rows (row i at rows + i * row_stride) as tokens [t, t + n) of a stream. For
+// formats with tokens_per_block S > 1, t and n are multiples of S (whole blocks, rows
+// fp16-rounded by the cache); rows below the format's n_sink are not to be fitted.
+// energy: per row, per channel, the query energy of that position (see kv_cache.h), row i at
+// energy + i * head_dim; null for values or formats that do not want it.
 using KVAppendFn = void (*)(const float* rows, int64_t row_stride, int64_t n, uint8_t* stream, int64_t head_dim,
-                            int64_t t);
+                            int64_t t, const float* energy, const KVStreamConsts& consts);
 // Decodes tokens [t, t + n) of a stream into out (n rows of head_dim): tests and inspection.
-using KVReadFn = void (*)(const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n, float* out);
+using KVReadFn = void (*)(const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n, float* out,
+                          const KVStreamConsts& consts);
 // Writes what scores() reads for query q (fp32, softmax scale included).
-using KVPrepareQueryFn = void (*)(const float* q, int64_t head_dim, CpuPath path, uint8_t* out);
+using KVPrepareQueryFn = void (*)(const float* q, int64_t head_dim, CpuPath path, uint8_t* out,
+                                  const KVStreamConsts& consts);
 // s[j] = q · k[t + j] for j < n; q as prepare_query left it, or the fp32 query without one.
-using KVScoresFn = void (*)(const void* q, const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n,
-                            float* s);
+// [t, t + n) lies inside one kKVTileTokens tile.
+using KVScoresFn = void (*)(const void* q, const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n, float* s,
+                            const KVStreamConsts& consts);
 // out[d] += sum_j p[j] * v[t + j][d] for j < n.
 using KVAccumulateFn = void (*)(const float* p, const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n,
-                                float* out);
+                                float* out, const KVStreamConsts& consts);
 
 struct KVFormat {
     const char* name;
     int64_t dim_block;         // head_dim must be a multiple of this (quant block along head_dim)
-    int64_t tokens_per_block;  // storage granularity along tokens; divides kKVTileTokens
+    int64_t tokens_per_block;  // storage granularity along tokens; a multiple or divisor of kKVTileTokens
     // Bytes of tokens_per_block tokens of one head; even, so streams packed back to back keep
     // their fp16 fields 2-byte aligned.
     size_t (*block_bytes)(int64_t head_dim);
@@ -56,7 +73,40 @@ struct KVFormat {
     size_t (*query_bytes)(int64_t head_dim);  // bytes prepare_query writes
     KVScoresFn scores[kNumCpuPaths];          // per CpuPath; null falls back to a lower path
     KVAccumulateFn accumulate[kNumCpuPaths];
+    int64_t n_sink = 0;               // first positions the cache keeps in fp16 (attention sinks)
+    bool wants_query_energy = false;  // keys are fitted to the queries' per-channel energy
+    int64_t codebook_c = 0;           // CQ: channels per code (codebook required); 0: none
 };
+
+// Adapters for formats without per-stream constants or query energy: their kernels keep the
+// short signatures and are wrapped into the table's.
+using KVPlainScoresFn = void (*)(const void* q, const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n,
+                                 float* s);
+using KVPlainAccumulateFn = void (*)(const float* p, const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n,
+                                     float* out);
+template <void (*fn)(const float*, int64_t, int64_t, uint8_t*, int64_t, int64_t)>
+void kv_plain_append(const float* rows, int64_t row_stride, int64_t n, uint8_t* stream, int64_t head_dim, int64_t t,
+                     const float*, const KVStreamConsts&) {
+    fn(rows, row_stride, n, stream, head_dim, t);
+}
+template <void (*fn)(const uint8_t*, int64_t, int64_t, int64_t, float*)>
+void kv_plain_read(const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n, float* out, const KVStreamConsts&) {
+    fn(stream, head_dim, t, n, out);
+}
+template <void (*fn)(const float*, int64_t, CpuPath, uint8_t*)>
+void kv_plain_prepare_query(const float* q, int64_t head_dim, CpuPath path, uint8_t* out, const KVStreamConsts&) {
+    fn(q, head_dim, path, out);
+}
+template <KVPlainScoresFn fn>
+void kv_plain_scores(const void* q, const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n, float* s,
+                     const KVStreamConsts&) {
+    fn(q, stream, head_dim, t, n, s);
+}
+template <KVPlainAccumulateFn fn>
+void kv_plain_accumulate(const float* p, const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n, float* out,
+                         const KVStreamConsts&) {
+    fn(p, stream, head_dim, t, n, out);
+}
 
 // Row by name, nullptr when unknown.
 const KVFormat* find_kv_format(const std::string& name);

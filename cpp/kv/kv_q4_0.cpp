@@ -53,9 +53,10 @@ void accumulate_scalar(const float* p, const uint8_t* stream, int64_t head_dim, 
 }  // namespace
 
 extern const KVFormat kKVFormatQ4_0 = {
-    "q4_0", /*dim_block=*/QK4_0, /*tokens_per_block=*/1, block_bytes, append, read, prepare_query, query_bytes,
-    {dot_scores<vec_dot_q4_0_scalar, block_bytes>, DECOLLAMA_KV_DOT_SCORES(q4_0, block_bytes)},
-    {accumulate_scalar, DECOLLAMA_KV_SIMD(kv_q4_0_accumulate)},
+    "q4_0", /*dim_block=*/QK4_0, /*tokens_per_block=*/1, block_bytes, kv_plain_append<append>, kv_plain_read<read>,
+    kv_plain_prepare_query<prepare_query>, query_bytes,
+    {kv_plain_scores<dot_scores<vec_dot_q4_0_scalar, block_bytes>>, DECOLLAMA_KV_DOT_SCORES(q4_0, block_bytes)},
+    {kv_plain_accumulate<accumulate_scalar>, DECOLLAMA_KV_SIMD_PLAIN(accumulate, kv_q4_0_accumulate)},
 };
 
 }  // namespace decollama

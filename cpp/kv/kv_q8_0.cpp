@@ -46,9 +46,10 @@ void accumulate_scalar(const float* p, const uint8_t* stream, int64_t head_dim, 
 }  // namespace
 
 extern const KVFormat kKVFormatQ8_0 = {
-    "q8_0", /*dim_block=*/QK8_0, /*tokens_per_block=*/1, block_bytes, append, read, prepare_query, query_bytes,
-    {dot_scores<vec_dot_q8_0_scalar, block_bytes>, DECOLLAMA_KV_DOT_SCORES(q8_0, block_bytes)},
-    {accumulate_scalar, DECOLLAMA_KV_SIMD(kv_q8_0_accumulate)},
+    "q8_0", /*dim_block=*/QK8_0, /*tokens_per_block=*/1, block_bytes, kv_plain_append<append>, kv_plain_read<read>,
+    kv_plain_prepare_query<prepare_query>, query_bytes,
+    {kv_plain_scores<dot_scores<vec_dot_q8_0_scalar, block_bytes>>, DECOLLAMA_KV_DOT_SCORES(q8_0, block_bytes)},
+    {kv_plain_accumulate<accumulate_scalar>, DECOLLAMA_KV_SIMD_PLAIN(accumulate, kv_q8_0_accumulate)},
 };
 
 }  // namespace decollama

@@ -4,6 +4,8 @@
 #pragma once
 #include <cstdint>
 
+#include "kv/kv_format.h"
+
 namespace decollama {
 
 #if defined(DECOLLAMA_X86)
@@ -31,12 +33,15 @@ DECOLLAMA_DECLARE_KV_ACCUMULATE(q4_0, avx512)
 #undef DECOLLAMA_DECLARE_KV_SCORES
 #undef DECOLLAMA_DECLARE_KV_ACCUMULATE
 
-// The SIMD slots of a KVFormat row: {scalar, DECOLLAMA_KV_SIMD(kv_f16_scores)}.
+// The SIMD slots of a KVFormat row: {scalar, DECOLLAMA_KV_SIMD(kv_deco_scores)}, and for
+// kernels with the short signatures {..., DECOLLAMA_KV_SIMD_PLAIN(scores, kv_f16_scores)}.
 #define DECOLLAMA_KV_SIMD(fn) fn##_avx2, fn##_avx512
+#define DECOLLAMA_KV_SIMD_PLAIN(kind, fn) kv_plain_##kind<fn##_avx2>, kv_plain_##kind<fn##_avx512>
 
 #else
 
 #define DECOLLAMA_KV_SIMD(fn) nullptr, nullptr
+#define DECOLLAMA_KV_SIMD_PLAIN(kind, fn) nullptr, nullptr
 
 #endif  // DECOLLAMA_X86
 

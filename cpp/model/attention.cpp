@@ -46,10 +46,13 @@ struct AttentionJob {
     float* out;
     const KVCache* cache;
     int64_t layer, n_tokens, pos0, window;
+    int64_t n_stored;  // positions in the cache: pos0 + n_tokens
     CpuPath path;
     KVPrepareQueryFn prepare_query;  // nullptr: scores read the fp32 query
-    KVScoresFn scores;
-    KVAccumulateFn accumulate;
+    KVScoresFn scores;               // the K format's, on its blocks
+    KVAccumulateFn accumulate;       // the V format's, on its blocks
+    KVScoresFn f16_scores;           // sink and ring rows
+    KVAccumulateFn f16_accumulate;
     int64_t n_head, n_head_kv, n_gqa, hd_k, hd_v;
     int64_t n_split, n_tasks;
     uint8_t* queries;    // n_gqa prepared queries per thread
@@ -76,6 +79,45 @@ struct AttentionJob {
         }
     }
 
+    // Scores of keys [t0, t1) (one tile): sink rows and ring rows are fp16, the rest the
+    // format's blocks.
+    void tile_scores(const KVStreamView& kv, const void* query, const float* q32, int64_t t0, int64_t t1,
+                     float* s) const {
+        static const KVStreamConsts kNone{};
+        int64_t a = t0;
+        if (a < kv.n_sink) {
+            const int64_t e = std::min(t1, kv.n_sink);
+            f16_scores(q32, reinterpret_cast<const uint8_t*>(kv.sink), hd_k, a, e - a, s, kNone);
+            a = e;
+        }
+        if (a < t1 && a < kv.first_ring) {
+            const int64_t e = std::min(t1, kv.first_ring);
+            scores(query, kv.blocks, hd_k, a, e - a, s + (a - t0), kv.consts);
+            a = e;
+        }
+        if (a < t1)
+            f16_scores(q32, reinterpret_cast<const uint8_t*>(kv.ring + (a % kv.ring_rows) * hd_k), hd_k, 0, t1 - a,
+                       s + (a - t0), kNone);
+    }
+
+    void tile_accumulate(const KVStreamView& vv, const float* p, int64_t t0, int64_t t1, float* acc) const {
+        static const KVStreamConsts kNone{};
+        int64_t a = t0;
+        if (a < vv.n_sink) {
+            const int64_t e = std::min(t1, vv.n_sink);
+            f16_accumulate(p, reinterpret_cast<const uint8_t*>(vv.sink), hd_v, a, e - a, acc, kNone);
+            a = e;
+        }
+        if (a < t1 && a < vv.first_ring) {
+            const int64_t e = std::min(t1, vv.first_ring);
+            accumulate(p + (a - t0), vv.blocks, hd_v, a, e - a, acc, vv.consts);
+            a = e;
+        }
+        if (a < t1)
+            f16_accumulate(p + (a - t0), reinterpret_cast<const uint8_t*>(vv.ring + (a % vv.ring_rows) * hd_v), hd_v,
+                           0, t1 - a, acc, kNone);
+    }
+
     // Query token i, the query heads of KV head g, split `split` of the key range.
     void run_task(int64_t i, int64_t g, int64_t split, uint8_t* prepared, float* tile_probs) const {
         const int64_t pos = pos0 + i;
@@ -90,22 +132,23 @@ struct AttentionJob {
             return prepare_query ? static_cast<const void*>(prepared_query(h)) : fp32_query(h);
         };
         for (int64_t h = head0; h < head0 + n_gqa; ++h) {
-            if (prepare_query) prepare_query(fp32_query(h), hd_k, path, prepared_query(h));
+            if (prepare_query)
+                prepare_query(fp32_query(h), hd_k, path, prepared_query(h), cache->view(layer, KVKind::K, g, 0).consts);
             max[state(i, split, h)] = -std::numeric_limits<float>::infinity();
             sum[state(i, split, h)] = 0.0f;
             std::fill_n(accumulator(i, split, h), hd_v, 0.0f);
         }
-        const uint8_t* k_stream = cache->k_stream(layer, g);
-        const uint8_t* v_stream = cache->v_stream(layer, g);
+        const KVStreamView kv = cache->view(layer, KVKind::K, g, n_stored);
+        const KVStreamView vv = cache->view(layer, KVKind::V, g, n_stored);
         for (int64_t tile = tile_begin; tile < tile_end; ++tile) {
             const int64_t t0 = std::max(lo, tile * kTile);
-            const int64_t n = std::min(pos + 1, (tile + 1) * kTile) - t0;
+            const int64_t t1 = std::min(pos + 1, (tile + 1) * kTile);
             // Head after head on the same tile: it stays in L1.
             for (int64_t h = head0; h < head0 + n_gqa; ++h) {
                 float* acc = accumulator(i, split, h);
-                scores(query(h), k_stream, hd_k, t0, n, tile_probs);
-                online_softmax_step(tile_probs, n, max[state(i, split, h)], sum[state(i, split, h)], acc, hd_v);
-                accumulate(tile_probs, v_stream, hd_v, t0, n, acc);
+                tile_scores(kv, query(h), fp32_query(h), t0, t1, tile_probs);
+                online_softmax_step(tile_probs, t1 - t0, max[state(i, split, h)], sum[state(i, split, h)], acc, hd_v);
+                tile_accumulate(vv, tile_probs, t0, t1, acc);
             }
         }
         if (n_split == 1)
@@ -173,6 +216,9 @@ void Attention::run(const float* q, int64_t n_tokens, int64_t pos0, int64_t laye
     job.prepare_query = cache_.k_format(layer).prepare_query;
     job.scores = kv_scores_for(cache_.k_format(layer), path);
     job.accumulate = kv_accumulate_for(cache_.v_format(layer), path);
+    job.f16_scores = kv_scores_for(kv_format("f16"), path);
+    job.f16_accumulate = kv_accumulate_for(kv_format("f16"), path);
+    job.n_stored = pos0 + n_tokens;
     job.n_head = n_head_;
     job.n_head_kv = cache_.n_head_kv();
     job.n_gqa = n_head_ / job.n_head_kv;

@@ -78,11 +78,14 @@ void Forward::attention_block(int64_t il, int64_t r0, int64_t n, int64_t pos0, T
     for_each_row(pool, 0, n, [&](int64_t t) {
         rms_norm(x_.data() + t * n_embd, l.attn_norm.data(), n_embd, hp_.rms_eps, h_.data() + t * n_embd);
     });
-    project(l.wq, h_.data() + r0 * n_embd, n - r0, q_.data() + r0 * q_dim, pool, path);
+    // Key formats fitted to the queries need every row's query, not only the output rows'.
+    const bool cache_queries = cache_.wants_queries(il);
+    const int64_t q0 = cache_queries ? 0 : r0;
+    project(l.wq, h_.data() + q0 * n_embd, n - q0, q_.data() + q0 * q_dim, pool, path);
     project(l.wk, h_.data(), n, k_.data(), pool, path);
     project(l.wv, h_.data(), n, v_.data(), pool, path);
-    for_each_row(pool, 0, n, [&](int64_t t) { finish_qkv_row(il, t, t >= r0); });
-    cache_.store(il, pos0, n, k_.data(), v_.data(), pool);
+    for_each_row(pool, 0, n, [&](int64_t t) { finish_qkv_row(il, t, t >= q0); });
+    cache_.store(il, pos0, n, k_.data(), v_.data(), cache_queries ? q_.data() : nullptr, hp_.n_head, pool);
     if (r0 == n) return;
 
     const int64_t window = hp_.layer_is_swa[size_t(il)] ? hp_.sliding_window : 0;

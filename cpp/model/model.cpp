@@ -17,6 +17,7 @@ const ModelOptions& validated(const ModelOptions& o) {
     if (o.n_ctx <= 0) throw InvalidArgument("n_ctx must be > 0, got " + std::to_string(o.n_ctx));
     if (o.n_batch <= 0) throw InvalidArgument("n_batch must be > 0, got " + std::to_string(o.n_batch));
     if (o.n_threads < 0) throw InvalidArgument("n_threads must be >= 0, got " + std::to_string(o.n_threads));
+    if (o.kv_window < 0) throw InvalidArgument("kv_window must be >= 0, got " + std::to_string(o.kv_window));
     for (const auto* names : {&o.kv_k, &o.kv_v})
         for (const std::string& name : *names) kv_format(name);  // InvalidArgument listing the valid ones
     return o;
@@ -43,6 +44,33 @@ std::vector<KVLayerFormats> layer_formats(const ModelOptions& o, int64_t n_layer
     return formats;
 }
 
+std::unique_ptr<KVCodebooks> load_codebooks(const ModelOptions& o, const HParams& hp) {
+    if (o.kv_codebook.empty()) return nullptr;
+    return std::make_unique<KVCodebooks>(o.kv_codebook, hp.n_layer, hp.n_head_kv, hp.head_dim_k, hp.head_dim_v);
+}
+
+KVCacheOptions cache_options(const ModelOptions& o, const HParams& hp, const std::vector<KVLayerFormats>& formats,
+                             const KVCodebooks* books) {
+    KVCacheOptions c;
+    c.window = o.kv_window;
+    c.track_query_energy = o.track_query_energy;
+    bool any = false;
+    for (const KVLayerFormats& lf : formats) any = any || lf.k->codebook_c > 0 || lf.v->codebook_c > 0;
+    if (!any) return c;
+    for (size_t il = 0; il < formats.size(); ++il)
+        for (KVKind kind : {KVKind::K, KVKind::V}) {
+            const KVFormat& f = kind == KVKind::K ? *formats[il].k : *formats[il].v;
+            if (f.codebook_c > 0 && books == nullptr)
+                throw InvalidArgument(std::string("KV format ") + f.name +
+                                      " needs codebooks: pass kv_codebook=<file from decollama-calibrate>");
+            for (int64_t h = 0; h < hp.n_head_kv; ++h)
+                c.consts.push_back(f.codebook_c > 0 ? KVStreamConsts{books->codebook(int64_t(il), kind, h, f.codebook_c),
+                                                                     books->metric(int64_t(il), kind, h)}
+                                                    : KVStreamConsts{});
+        }
+    return c;
+}
+
 }  // namespace
 
 Model::Model(const std::string& path, const ModelOptions& options)
@@ -53,7 +81,9 @@ Model::Model(const std::string& path, const ModelOptions& options)
       hp_(read_hparams(*file_)),
       weights_(load_model_weights(*file_, hp_)),
       pool_(options.n_threads),
-      cache_(options.n_ctx, hp_.n_head_kv, hp_.head_dim_k, hp_.head_dim_v, layer_formats(options, hp_.n_layer)),
+      codebooks_(load_codebooks(options, hp_)),
+      cache_(options.n_ctx, hp_.n_head_kv, hp_.head_dim_k, hp_.head_dim_v, layer_formats(options, hp_.n_layer),
+             cache_options(options, hp_, layer_formats(options, hp_.n_layer), codebooks_.get())),
       forward_(hp_, weights_, cache_, pool_.size(), n_batch_,
                options.precise_activations ? ActivationPrecision::Fp32 : ActivationPrecision::Quantized) {}
 
@@ -114,13 +144,22 @@ void Model::nll(const int32_t* tokens, int64_t n, int64_t first, double* out) {
 
 void Model::reset() {
     std::lock_guard<std::mutex> lock(mutex_);
+    cache_.clear();
     n_past_ = 0;
 }
 
-void Model::truncate(int64_t n) {
+int64_t Model::truncate(int64_t n) {
     std::lock_guard<std::mutex> lock(mutex_);
     if (n < 0) throw InvalidArgument("truncate: n must be >= 0, got " + std::to_string(n));
-    n_past_ = std::min(n_past_.load(), n);
+    if (n < n_past_) n_past_ = cache_.truncate(n);
+    return n_past_;
+}
+
+void Model::read_kv(int64_t layer, KVKind kind, int64_t head, int64_t t, int64_t n, float* out) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (layer < 0 || layer >= hp_.n_layer || head < 0 || head >= hp_.n_head_kv || t < 0 || n < 0 || t + n > n_past_)
+        throw InvalidArgument("read_kv: layer, head or positions out of range");
+    cache_.read(layer, kind, head, t, n, out);
 }
 
 }  // namespace decollama

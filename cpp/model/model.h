@@ -13,6 +13,7 @@
 #include "common/thread_pool.h"
 #include "gguf/gguf_file.h"
 #include "kv/kv_cache.h"
+#include "kv/kv_codebooks.h"
 #include "model/forward.h"
 #include "model/hparams.h"
 #include "model/model_weights.h"
@@ -25,6 +26,9 @@ struct ModelOptions {
     int64_t n_batch = 512;  // tokens per forward pass; longer inputs are split
     // KV formats: one name for every layer, or one per layer.
     std::vector<std::string> kv_k{"f16"}, kv_v{"f16"};
+    int64_t kv_window = 0;    // newest positions kept (and read) in fp16, every format
+    std::string kv_codebook;  // CQ codebook GGUF (decollama-calibrate), for cq* formats
+    bool track_query_energy = false;  // calibration: KVCache::query_energy
     std::string cpu_path;   // "scalar" | "avx2" | "avx512"; "" = default_cpu_path()
     // Quantized weights meet fp32 activations (dequantized a row tile at a time) instead of
     // activations quantized to q8_*: slower, close to a dequantize-then-fp32 reference.
@@ -63,8 +67,13 @@ public:
     void nll(const int32_t* tokens, int64_t n, int64_t first, double* out);
 
     void reset();
-    // Forgets positions >= n (no-op when n >= n_past): the next eval continues at n.
-    void truncate(int64_t n);
+    // Forgets positions >= n (no-op when n >= n_past) and returns n_past: n, or less when a
+    // block KV format had compressed a block that reaches past n (then its start); the caller
+    // evaluates the tokens from there again.
+    int64_t truncate(int64_t n);
+    const KVCodebooks* kv_codebooks() const { return codebooks_.get(); }
+    // Decodes positions [t, t + n) of one stored stream (as attention reads them).
+    void read_kv(int64_t layer, KVKind kind, int64_t head, int64_t t, int64_t n, float* out);
 
 private:
     void check_tokens(const int32_t* tokens, int64_t n) const;
@@ -76,6 +85,7 @@ private:
     HParams hp_;
     ModelWeights weights_;
     ThreadPool pool_;
+    std::unique_ptr<KVCodebooks> codebooks_;  // before cache_: its streams point into it
     KVCache cache_;
     Forward forward_;
     std::vector<float> nll_logits_;  // a few logit rows for nll(), allocated on first use

@@ -251,16 +251,18 @@ class Llama:
         self._logits = out
         return out
 
-    def _truncate(self, n: int) -> None:
-        self._model.truncate(n)
-        self._n_tokens = n
+    def _truncate(self, n: int) -> int:
+        """Keeps cache positions < n; returns how many are kept (less than n when a block KV format
+        must re-evaluate the start of a block)."""
+        self._n_tokens = int(self._model.truncate(n))
+        return self._n_tokens
 
     def _prefill(self, prompt: list[int]) -> None:
         """Makes the cache hold exactly `prompt` (checked by _max_new) with the last token's logits
         in self._logits, reusing the longest cached prefix."""
         # Always evaluate at least the last prompt token: its logits pick the first new token.
         keep = min(_common_prefix(self._input_ids[:self._n_tokens], prompt), len(prompt) - 1)
-        self._truncate(keep)
+        keep = self._truncate(keep)
         self._eval(prompt[keep:], logits="last")
 
     # ---- generation ----------------------------------------------------------------------------
