@@ -1,205 +1,493 @@
-"""Numpy reference implementations of decollama's KV-cache block formats (chosen by measurement, see
-benchmarks/kv_research.md). The C++ implementation and its tests mirror these bit-exactly.
+"""Numpy reference of decollama's KV-cache block formats deco4, deco2 (DecoQuant) and cq4, cq2, cq1
+(Coupled Quantization), exactly as specified in ``cpp/kv/README.md``. A C++ implementation that follows
+the same spec produces bit-identical blocks / codes (the tests compare bytes).
 
-Conventions (all formats)
-- One cache row = the key (or value) vector of one token for one layer and one KV head, D elements
-  (Gemma 3 270M: D = 256). Keys are stored BEFORE RoPE (after k_norm); RoPE is applied to the
-  dequantized key (or folded into the query: q . R(k) = R^T(q) . k).
-- Row 0 of a sequence (the BOS / attention-sink token) is always stored as fp16 (all formats).
-- fp16 = IEEE binary16, round-to-nearest-even (numpy astype(np.float16)). All arithmetic below is
-  float32 unless stated; reductions are written as explicit sequential loops where the order matters
-  for bit-exactness.
+Pure numpy, no import of the native core: load it by path or as ``decollama.kv_reference``.
 
-DECO4 (DecoQuant-style, data-free, 4-bit coefficients)
-  Per (layer, K/V, kv head) a small fp16 factor fitted on the cached rows themselves (rows 1..n of the
-  prefill; refit when the block is refreshed):
-    mu[D]      fp16  per-channel mean of the fitted rows
-    w[D]       fp16  keys only: query-aware channel weight, w_i = (e_i + e_{i+D/2})/2 ^ (1/4),
-                     e_i = sum over query heads of mean over prefill tokens of q_pre[h,t,i]^2
-                     (pre-RoPE queries after q_norm), normalised to mean 1; values: w = 1
-    A[16,16]   fp16  analysis basis  = V diag(lam^-1/4)   (PCA of 16-wide chunks, half-whitening)
-    Bm[16,16]  fp16  synthesis basis = diag(lam^+1/4) V^T (the small factor)
-  Per row (D coefficients, grouped by 64):
-    y = (x - mu) * w; a[j*16:(j+1)*16] = y[j*16:(j+1)*16] @ A     (float32)
-    per group g of 64 coefficients: lo_g = min(min(a_g), 0), hi_g = max(max(a_g), 0)
-    row scalars (fp16): d  = fp16(max_g (hi_g - lo_g) / 15 / 255), dm = fp16(max_g (-lo_g) / 255)
-    sub-scales (uint8): sc_g = min(255, ceil((hi_g - lo_g) / 15 / d)), mq_g = min(255, ceil(-lo_g / dm))
-    s_g = d * sc_g ; m_g = dm * mq_g ; q = clip(round_half_even((a + m_g) / s_g), 0, 15)  (uint4)
-    dequant: a_hat = q * s_g - m_g ; x_hat = (a_hat chunks @ Bm) / w + mu
-  Bits per element: 4 + (2*16 + 4*2*8)/256 = 4.375 per row, plus per block: mu, w, A/Bm amortised
-  over the block (ctx 512: K 3*256*16/(512*256) = 0.094, V 0.0625) and the fp16 BOS row
-  ((16-4.375)/512 = 0.023). At ctx 512: K 4.49, V 4.46, average 4.48.
-  Decode: new rows are encoded with the current factor (no refit needed for quality within a block);
-  the runtime refits mu/w/basis when a block of tokens fills (block = 512 tokens, re-encoding that
-  block), rows of older blocks keep their block's factor.
+Conventions
+-----------
+- fp16 = IEEE binary16, round to nearest even. A double result that the spec stores as fp16
+  (``mu``, ``w``) is rounded double -> float32 -> fp16 (what ``fp32_to_fp16((float)x)`` in
+  ``cpp/common/fp16.h`` does), not double -> fp16 in one step.
+- All arithmetic is float32 unless the spec says double. Sums whose order the spec fixes are explicit
+  sequential loops (python loop over the summed index, vectorised across the others) and never
+  ``np.sum``/``np.mean`` (numpy sums pairwise).
+- Everything multi-byte is little-endian; a block is a flat ``uint8`` array.
 
-CQ (Coupled Quantization) cq4 = 2c8b, cq2 = 4c8b, cq1 = 8c8b
-  Codebook per (layer, K/V, kv head, channel group): C[n_groups, 256, c] fp16 plus the metric weight
-  w[D] fp16 (keys: query pair-energy ^ 1/2, normalised to mean 1; values: ones). Produced offline by
-  weighted k-means on calibration text (not the evaluated text). Keys pre-RoPE.
-  Encode: code_g = argmin_k sum_{i<c} w[gc+i] * (x[gc+i] - C[g,k,i])^2 (float32, i ascending,
-  first minimum wins). Decode: x_hat[gc:(g+1)c] = C[g, code_g] (fp16 -> float32).
-  Bits per element: 8/c per row (+ fp16 BOS row (16-8/c)/ctx); codebooks are model data.
+DecoQuant (deco4: bits = 4, deco2: bits = 2), one block = S rows (S = 256) of one head, D % 64 == 0,
+G = D / 64::
+
+    block = mu fp16[D] | w fp16[D] | S rows
+    row   = d fp16 | dm fp16 | sc uint8[G] | mq uint8[G] | codes
+    codes, 4-bit: per group 32 bytes, byte i = code[i] | code[i + 32] << 4
+    codes, 2-bit: per group 16 bytes, byte i = code[i] | code[i+16] << 2 | code[i+32] << 4 | code[i+48] << 6
+
+Points the spec leaves open, resolved here (the C++ side must do the same):
+- ``lo``/``hi`` of a group are +0 when no coefficient is strictly negative/positive (a signed zero
+  coefficient never makes them -0), and ``-lo`` is computed as ``0 - lo`` (so it is never -0). An
+  all-zero row therefore stores d = dm = +0 (bytes 00 00 00 00) and all-zero sc, mq, codes.
+- ``d = fp16(max_g rng / (L * 255))`` is a single fp32 division by the constant ``L * 255``
+  (3825 for deco4, 765 for deco2); ``sc = ceil((rng / L) / d)`` divides twice, in that order.
+- A fit with no row left (n_skip >= S) gives mu = 0, w = 1. ``w = 1`` whenever energy is None or
+  ``m == 0`` (all the fitted energy is zero).
+- Rows ``t < n_skip`` are all-zero bytes in the block; decoding them gives ``mu`` (they are never read).
+- Encode (mu, w, d, dm, sc, mq, codes: the bytes) is bit-exact. Decode is fp32 element by element as
+  specified (a^ = step * code - off without FMA, wht64, / w, + mu). deco_scores / deco_accumulate
+  evaluate the fused formulas in float64 from the stored block (an oracle for the fp32 SIMD kernels,
+  whose summation order is theirs): they equal q @ decode.T within ~1e-6 of sum |q| |x^|.
+
+CQ: ``c`` contiguous channels share one 8-bit code (cq4: c = 2, cq2: c = 4, cq1: c = 8), row = D / c
+bytes (code of group g at byte g). ``distance = sum_i m[i] * ((x[i] - C[k][i]) * (x[i] - C[k][i]))``
+summed over i in increasing order in fp32 (``d = d + m * (t * t)``, no fused multiply-add), the first
+index wins on ties.
 """
-import math
-
 import numpy as np
 
-D_CHUNK = 16
-GROUP = 64
+GROUP = 64          # DecoQuant group (and Walsh-Hadamard chunk) width
+DECO_S = 256        # tokens per DecoQuant block
+DECO_BITS = (2, 4)
+
+__all__ = [
+    "f16", "deco_row_bytes", "deco_block_bytes", "deco_fit", "query_energy_rows", "wht64",
+    "deco_transform_rows", "deco_quantize_rows", "deco_dequantize_rows", "deco_pack_rows",
+    "deco_unpack_rows", "deco_encode_block", "deco_decode_block", "deco_read_header",
+    "deco_scores", "deco_accumulate",
+    "cq_row_bytes", "cq_encode", "cq_decode", "cq_query_table", "cq_scores", "kmeans_reference",
+]
 
 
 def f16(x):
+    """Round to fp16 (nearest even) and return float32."""
     return np.asarray(x, dtype=np.float32).astype(np.float16).astype(np.float32)
 
 
-# ---------------------------------------------------------------- DECO4 factor fitting
-def query_weight(q_pre, power=0.25):
-    """q_pre: [H, T, D] pre-RoPE queries (after q_norm) of the fitted block. Returns fp16 w[D] (as float32)."""
-    q = np.asarray(q_pre, dtype=np.float32)
-    D = q.shape[-1]
-    e = (q.astype(np.float64) ** 2).mean(axis=1).sum(axis=0)
-    e = (e + np.roll(e, D // 2)) / 2
-    w = np.maximum(e, 1e-6) ** power
-    w = w / w.mean()
-    return f16(w)
+def _f16_from_f64(x):
+    """double -> float32 -> fp16 (the C++ path fp32_to_fp16((float)x))."""
+    return np.asarray(x, dtype=np.float64).astype(np.float32).astype(np.float16)
 
 
-def fit_deco(x, w=None):
-    """x: [T, D] rows of the block (row 0 = BOS is excluded from the fit). Returns dict mu, w, A, Bm (fp16 values
-    held in float32). The eigendecomposition need not be bit-exact across implementations: the factor is stored,
-    and encode/decode are exact given the stored factor."""
-    x = np.asarray(x, dtype=np.float32)
-    T, D = x.shape
-    fit = x[1:] if T > 1 else x
-    mu = f16(fit.mean(axis=0))
-    w = np.ones(D, np.float32) if w is None else f16(w)
-    y = ((fit - mu) * w).reshape(-1, D_CHUNK).astype(np.float64)
-    G = y.T @ y / len(y)
-    lam, V = np.linalg.eigh(G)
-    lam = np.maximum(lam, 1e-10)
-    A = f16(V * lam ** -0.25)
-    Bm = f16((V * lam ** 0.25).T)
-    return dict(mu=mu, w=w, A=A, Bm=Bm)
+def _check_bits(bits):
+    if bits not in DECO_BITS:
+        raise ValueError(f"DecoQuant bits must be 2 or 4, not {bits}")
 
 
-# ---------------------------------------------------------------- DECO4 row codec
-def _ceil_div_u8(num, den):
-    with np.errstate(divide="ignore", invalid="ignore"):
-        r = np.where(den > 0, np.ceil(num / np.where(den > 0, den, 1)), 0)
-    return np.clip(r, 0, 255).astype(np.uint8)
+def _check_d(D):
+    if D <= 0 or D % GROUP:
+        raise ValueError(f"head_dim {D} is not a positive multiple of {GROUP}")
 
 
-def deco4_encode_row(x, fac):
-    """x: [D] float32 -> dict(d fp16, dm fp16, sc uint8[D/64], mq uint8[D/64], q uint8[D] in 0..15)."""
-    x = np.asarray(x, dtype=np.float32)
-    D = x.shape[0]
-    y = (x - fac["mu"]) * fac["w"]
-    a = (y.reshape(-1, D_CHUNK) @ fac["A"]).astype(np.float32).reshape(-1, GROUP)
-    lo = np.minimum(a.min(axis=1), 0).astype(np.float32)
-    hi = np.maximum(a.max(axis=1), 0).astype(np.float32)
+# ------------------------------------------------------------------------------------------ sizes
+def deco_row_bytes(head_dim, bits):
+    """Bytes of one DecoQuant row: d, dm (fp16 each), sc[G], mq[G], D * bits / 8 code bytes."""
+    _check_bits(bits); _check_d(head_dim)
+    G = head_dim // GROUP
+    return 4 + 2 * G + head_dim * bits // 8
+
+
+def deco_block_bytes(head_dim, bits, S=DECO_S):
+    """Bytes of one block: header mu[D], w[D] (fp16) + S rows."""
+    return 4 * head_dim + S * deco_row_bytes(head_dim, bits)
+
+
+# ------------------------------------------------------------------------------------------ fit
+def query_energy_rows(q):
+    """q [n_heads_in_group, T, D] (the query heads sharing one KV head) -> e [T, D] float32,
+    e = q0*q0; e = e + q1*q1; ... (heads in order, fp32)."""
+    q = np.asarray(q, dtype=np.float32)
+    if q.ndim != 3:
+        raise ValueError("q must be [n_heads, T, D]")
+    e = q[0] * q[0]
+    for h in range(1, q.shape[0]):
+        e = (e + q[h] * q[h]).astype(np.float32)
+    return e.astype(np.float32)
+
+
+def deco_fit(X, energy=None, n_skip=0):
+    """Fit the block header. X [S, D] float32 (fp16-rounded values), rows t < n_skip excluded;
+    energy [S, D] per-row query energies (keys) or None (values: w = 1).
+    Returns (mu fp16 [D], w fp16 [D])."""
+    X = np.asarray(X, dtype=np.float32)
+    S, D = X.shape
+    n = S - n_skip
+    one = np.ones(D, np.float16)
+    if n <= 0:
+        return np.zeros(D, np.float16), one
+    acc = np.zeros(D, np.float64)
+    for t in range(n_skip, S):              # sequential double sum over t
+        acc = acc + X[t].astype(np.float64)
+    mu = _f16_from_f64(acc / np.float64(n))
+    if energy is None:
+        return mu, one
+    e = np.asarray(energy, dtype=np.float32)
+    if e.shape != X.shape:
+        raise ValueError("energy must have the shape of X")
+    E = np.zeros(D, np.float64)
+    for t in range(n_skip, S):
+        E = E + e[t].astype(np.float64)
+    u = np.sqrt(np.sqrt(E))
+    s = 0.0
+    for c in range(D):                       # sequential double sum over c
+        s = s + float(u[c])
+    m = s / D
+    if not m > 0:
+        return mu, one
+    w = _f16_from_f64(u / m)
+    w = np.maximum(w, np.float16(2.0 ** -14)).astype(np.float16)
+    return mu, w
+
+
+# ------------------------------------------------------------------------------------------ transform
+def wht64(y):
+    """Orthonormal Walsh-Hadamard transform of every 64-chunk of the last axis, float32: butterflies
+    h = 1, 2, 4, ..., 32, (y[j], y[j+h]) <- (y[j] + y[j+h], y[j] - y[j+h]), then * 0.125.
+    Its own inverse (up to rounding)."""
+    y = np.asarray(y, dtype=np.float32)
+    D = y.shape[-1]
+    _check_d(D)
+    lead = y.shape[:-1]
+    v = y.reshape(-1, D // GROUP, GROUP).copy()
+    N, G = v.shape[0], v.shape[1]
+    h = 1
+    while h < GROUP:
+        b = v.reshape(N, G, GROUP // (2 * h), 2, h)
+        lo = b[:, :, :, 0, :]
+        hi = b[:, :, :, 1, :]
+        s = lo + hi
+        d = lo - hi
+        v = np.stack([s, d], axis=3).reshape(N, G, GROUP).astype(np.float32)
+        h *= 2
+    v = (v * np.float32(0.125)).astype(np.float32)
+    return v.reshape(lead + (D,))
+
+
+def deco_transform_rows(X, mu, w):
+    """a = wht64((x - mu) * w), fp32, rows [T, D]."""
+    X = np.asarray(X, dtype=np.float32)
+    mu = np.asarray(mu).astype(np.float32)
+    w = np.asarray(w).astype(np.float32)
+    y = ((X - mu).astype(np.float32) * w).astype(np.float32)
+    return wht64(y)
+
+
+# ------------------------------------------------------------------------------------------ row quantizer
+def _safe_div(num, den):
+    """num / den (fp32) where den != 0, else 0."""
+    nz = den != 0
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        r = (num / np.where(nz, den, np.float32(1))).astype(np.float32)
+    return np.where(nz, r, np.float32(0)).astype(np.float32)
+
+
+def deco_quantize_rows(A, bits):
+    """A [T, D] transformed coefficients (fp32) -> (d fp16 [T], dm fp16 [T], sc uint8 [T, G],
+    mq uint8 [T, G], codes uint8 [T, D] in 0..L)."""
+    _check_bits(bits)
+    A = np.asarray(A, dtype=np.float32)
+    if A.ndim == 1:
+        A = A[None]
+    T, D = A.shape
+    _check_d(D)
+    G = D // GROUP
+    L = (1 << bits) - 1
+    a = A.reshape(T, G, GROUP)
+    amin = a.min(axis=2)
+    amax = a.max(axis=2)
+    zero = np.float32(0)
+    lo = np.where(amin < 0, amin, zero).astype(np.float32)      # +0 unless a coefficient is < 0
+    hi = np.where(amax > 0, amax, zero).astype(np.float32)
     rng = (hi - lo).astype(np.float32)
-    d = np.float16(np.float32(rng.max()) / np.float32(15) / np.float32(255))
-    dm = np.float16(np.float32((-lo).max()) / np.float32(255))
-    sc = _ceil_div_u8((rng / np.float32(15)).astype(np.float32), np.float32(d))
-    mq = _ceil_div_u8((-lo).astype(np.float32), np.float32(dm))
-    s = (np.float32(d) * sc.astype(np.float32)).astype(np.float32)
-    m = (np.float32(dm) * mq.astype(np.float32)).astype(np.float32)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t = np.where(s[:, None] > 0, (a + m[:, None]) / np.where(s[:, None] > 0, s[:, None], 1), 0)
-    q = np.clip(np.rint(t), 0, 15).astype(np.uint8).reshape(D)
-    return dict(d=d, dm=dm, sc=sc, mq=mq, q=q)
+    neg_lo = (zero - lo).astype(np.float32)                     # never -0
+    with np.errstate(over="ignore"):
+        d = (rng.max(axis=1) / np.float32(L * 255)).astype(np.float32).astype(np.float16)
+        dm = (neg_lo.max(axis=1) / np.float32(255)).astype(np.float32).astype(np.float16)
+    d32 = d.astype(np.float32)[:, None]
+    dm32 = dm.astype(np.float32)[:, None]
+    sc_f = np.ceil(_safe_div((rng / np.float32(L)).astype(np.float32), d32))
+    mq_f = np.ceil(_safe_div(neg_lo, dm32))
+    sc = np.minimum(sc_f, np.float32(255)).astype(np.uint8)
+    mq = np.minimum(mq_f, np.float32(255)).astype(np.uint8)
+    step = (d32 * sc.astype(np.float32)).astype(np.float32)
+    off = (dm32 * mq.astype(np.float32)).astype(np.float32)
+    num = (a + off[:, :, None]).astype(np.float32)
+    t = _safe_div(num, np.broadcast_to(step[:, :, None], num.shape))
+    codes = np.clip(np.rint(t), 0, L).astype(np.uint8).reshape(T, D)
+    return d, dm, sc, mq, codes
 
 
-def deco4_decode_row(blk, fac):
-    q = blk["q"].astype(np.float32).reshape(-1, GROUP)
-    s = np.float32(blk["d"]) * blk["sc"].astype(np.float32)
-    m = np.float32(blk["dm"]) * blk["mq"].astype(np.float32)
-    a = (q * s[:, None] - m[:, None]).astype(np.float32).reshape(-1, D_CHUNK)
-    y = (a @ fac["Bm"]).astype(np.float32).reshape(-1)
-    return (y / fac["w"] + fac["mu"]).astype(np.float32)
+def deco_dequantize_rows(d, dm, sc, mq, codes):
+    """a^ = step * code - off (fp32) per group; returns [T, D]."""
+    codes = np.asarray(codes)
+    T, D = codes.shape
+    G = D // GROUP
+    step = (np.asarray(d).astype(np.float32)[:, None] * np.asarray(sc).astype(np.float32)).astype(np.float32)
+    off = (np.asarray(dm).astype(np.float32)[:, None] * np.asarray(mq).astype(np.float32)).astype(np.float32)
+    c = codes.reshape(T, G, GROUP).astype(np.float32)
+    a = ((step[:, :, None] * c).astype(np.float32) - off[:, :, None]).astype(np.float32)
+    return a.reshape(T, D)
 
 
-def deco4_roundtrip(x, fac):
-    """x: [T, D] rows; row 0 kept fp16 (BOS). Returns dequantized rows."""
-    x = np.asarray(x, dtype=np.float32)
-    out = np.empty_like(x)
-    out[0] = f16(x[0])
-    for t in range(1, len(x)):
-        out[t] = deco4_decode_row(deco4_encode_row(x[t], fac), fac)
+# ------------------------------------------------------------------------------------------ byte layout
+def _pack_codes(codes, bits):
+    T, D = codes.shape
+    G = D // GROUP
+    c = codes.reshape(T, G, GROUP).astype(np.uint8)
+    if bits == 4:
+        p = c[:, :, :32] | (c[:, :, 32:] << 4)
+    else:
+        p = c[:, :, 0:16] | (c[:, :, 16:32] << 2) | (c[:, :, 32:48] << 4) | (c[:, :, 48:64] << 6)
+    return p.astype(np.uint8).reshape(T, G * GROUP * bits // 8)
+
+
+def _unpack_codes(p, D, bits):
+    T = p.shape[0]
+    G = D // GROUP
+    if bits == 4:
+        p = p.reshape(T, G, 32)
+        c = np.concatenate([p & 0xF, p >> 4], axis=2)
+    else:
+        p = p.reshape(T, G, 16)
+        c = np.concatenate([p & 3, (p >> 2) & 3, (p >> 4) & 3, p >> 6], axis=2)
+    return c.astype(np.uint8).reshape(T, D)
+
+
+def deco_pack_rows(d, dm, sc, mq, codes, bits):
+    """-> uint8 [T, row_bytes]: d (fp16 LE), dm (fp16 LE), sc[G], mq[G], packed codes."""
+    _check_bits(bits)
+    codes = np.asarray(codes, dtype=np.uint8)
+    if codes.ndim == 1:
+        codes = codes[None]
+    T, D = codes.shape
+    _check_d(D)
+    if codes.size and codes.max() > (1 << bits) - 1:
+        raise ValueError("code out of range")
+    G = D // GROUP
+    dd = np.asarray(d, dtype=np.float16).reshape(T).astype("<f2").view(np.uint8).reshape(T, 2)
+    dmm = np.asarray(dm, dtype=np.float16).reshape(T).astype("<f2").view(np.uint8).reshape(T, 2)
+    out = np.concatenate([dd, dmm, np.asarray(sc, np.uint8).reshape(T, G), np.asarray(mq, np.uint8).reshape(T, G),
+                          _pack_codes(codes, bits)], axis=1)
+    assert out.shape[1] == deco_row_bytes(D, bits)
+    return np.ascontiguousarray(out)
+
+
+def _as_u8(raw):
+    if isinstance(raw, (bytes, bytearray, memoryview)):
+        return np.frombuffer(raw, dtype=np.uint8)
+    return np.asarray(raw, dtype=np.uint8)
+
+
+def deco_unpack_rows(raw, D, bits):
+    """Inverse of deco_pack_rows: raw [T, row_bytes] (or flat) -> (d, dm, sc, mq, codes)."""
+    _check_bits(bits)
+    rb = deco_row_bytes(D, bits)
+    r = _as_u8(raw).reshape(-1, rb)
+    G = D // GROUP
+    d = np.ascontiguousarray(r[:, 0:2]).view("<f2").reshape(-1).astype(np.float16)
+    dm = np.ascontiguousarray(r[:, 2:4]).view("<f2").reshape(-1).astype(np.float16)
+    sc = r[:, 4:4 + G].copy()
+    mq = r[:, 4 + G:4 + 2 * G].copy()
+    codes = _unpack_codes(r[:, 4 + 2 * G:], D, bits)
+    return d, dm, sc, mq, codes
+
+
+# ------------------------------------------------------------------------------------------ blocks
+def deco_encode_block(X, energy, bits, n_skip=0):
+    """X [S, D] (fp16-rounded rows of the block), energy [S, D] or None -> uint8 [deco_block_bytes]:
+    mu fp16[D], w fp16[D], then S rows; rows t < n_skip are zero bytes."""
+    _check_bits(bits)
+    X = np.asarray(X, dtype=np.float32)
+    S, D = X.shape
+    _check_d(D)
+    mu, w = deco_fit(X, energy, n_skip)
+    rb = deco_row_bytes(D, bits)
+    rows = np.zeros((S, rb), np.uint8)
+    if n_skip < S:
+        A = deco_transform_rows(X[n_skip:], mu, w)
+        rows[n_skip:] = deco_pack_rows(*deco_quantize_rows(A, bits), bits)
+    head = np.concatenate([mu.astype("<f2").view(np.uint8), w.astype("<f2").view(np.uint8)])
+    out = np.concatenate([head, rows.reshape(-1)])
+    assert out.size == deco_block_bytes(D, bits, S)
     return out
 
 
-def deco4_pack_row(blk):
-    """Byte layout of one row (D=256: 4+4+4+128 = 140 bytes = 4.375 bits/element): d (fp16 LE), dm (fp16 LE),
-    sc[D/64] uint8, mq[D/64] uint8, then q packed two per byte, element 2i in the low nibble, 2i+1 in the high."""
-    q = blk["q"]
-    packed = (q[0::2] | (q[1::2] << 4)).astype(np.uint8)
-    return (np.array([blk["d"], blk["dm"]], dtype="<f2").tobytes() + blk["sc"].tobytes() + blk["mq"].tobytes()
-            + packed.tobytes())
+def deco_read_header(raw, D):
+    """-> (mu fp16 [D], w fp16 [D]) of a block."""
+    r = _as_u8(raw)
+    mu = np.ascontiguousarray(r[:2 * D]).view("<f2").astype(np.float16)
+    w = np.ascontiguousarray(r[2 * D:4 * D]).view("<f2").astype(np.float16)
+    return mu, w
 
 
-def deco4_bits_per_element(D=256, ctx=512, keys=True):
-    row = 4 + (2 * 16 + (D // GROUP) * 16) / D
-    factors = (3 if keys else 2) * D * 16 / (ctx * D)   # mu, (w), A+Bm (2*16*16 = 512 = 2*D for D=256)
-    bos = (16 - row) / ctx
-    return row + factors + bos
+def _block_rows(raw, D, bits, t0=0, n=None):
+    r = _as_u8(raw)
+    rb = deco_row_bytes(D, bits)
+    S = (r.size - 4 * D) // rb
+    if r.size != 4 * D + S * rb:
+        raise ValueError("block size does not match D and bits")
+    if n is None:
+        n = S - t0
+    if t0 < 0 or n < 0 or t0 + n > S:
+        raise ValueError("row range out of the block")
+    return r[4 * D + t0 * rb:4 * D + (t0 + n) * rb].reshape(n, rb)
 
 
-# ---------------------------------------------------------------- CQ
-def cq_weight(q_pre, power=0.5):
-    return query_weight(q_pre, power=power)
+def deco_decode_block(raw, D, bits):
+    """-> [S, D] float32: x^ = wht64(a^) / w + mu (wht64 includes the * 0.125)."""
+    mu, w = deco_read_header(raw, D)
+    a = deco_dequantize_rows(*deco_unpack_rows(_block_rows(raw, D, bits), D, bits))
+    x = (wht64(a) / w.astype(np.float32)).astype(np.float32)
+    return (x + mu.astype(np.float32)).astype(np.float32)
 
 
-def cq_encode(x, C, w):
-    """x: [T, D]; C: [n_groups, 256, c] fp16 values; w: [D]. Returns codes uint8 [T, n_groups]."""
-    x = np.asarray(x, dtype=np.float32)
+def _hadamard64():
+    i = np.arange(GROUP)
+    par = np.zeros((GROUP, GROUP), np.int64)
+    x = i[:, None] & i[None, :]
+    while x.any():
+        par ^= x & 1
+        x = x >> 1
+    return np.where(par == 1, -0.125, 0.125)      # symmetric, orthonormal
+
+
+def _block_params64(raw_block, D, bits, t0, n):
+    mu, w = deco_read_header(raw_block, D)
+    d, dm, sc, mq, codes = deco_unpack_rows(_block_rows(raw_block, D, bits, t0, n), D, bits)
+    G = D // GROUP
+    step = (d.astype(np.float32)[:, None] * sc.astype(np.float32)).astype(np.float64)   # [n, G], fp32 values
+    off = (dm.astype(np.float32)[:, None] * mq.astype(np.float32)).astype(np.float64)
+    c = codes.reshape(n, G, GROUP).astype(np.float64)
+    return mu.astype(np.float64), w.astype(np.float64), step, off, c
+
+
+def deco_scores(q, raw_block, D, bits, t0, n):
+    """Fused scores of query q ([D] or [H, D]) against rows t0 .. t0+n-1:
+    q . mu + sum_g [step_g (q''_g . code_g) - off_g sum(q''_g)], q'' = H(q / w) * 0.125.
+    Evaluated in float64 from the stored block (an oracle for fp32 kernels, not a bit-exact model of
+    them); returns float32 [n] or [H, n]."""
+    q = np.asarray(q, dtype=np.float32).astype(np.float64)
+    single = q.ndim == 1
+    q2 = q[None] if single else q
+    mu, w, step, off, c = _block_params64(raw_block, D, bits, t0, n)
+    G = D // GROUP
+    qq = ((q2 / w).reshape(-1, G, GROUP)) @ _hadamard64()                  # [H, G, 64]
+    dots = np.einsum("hgk,ngk->hng", qq, c)                                # [H, n, G]
+    s = q2 @ mu
+    s = s[:, None] + (step[None] * dots - off[None] * qq.sum(axis=2)[:, None, :]).sum(axis=2)
+    s = s.astype(np.float32)
+    return s[0] if single else s
+
+
+def deco_accumulate(p, raw_block, D, bits, t0, n):
+    """Fused sum_j p_j x^_j over rows t0 .. t0+n-1 = (sum p) mu + H(sum_j p_j a^_j) * 0.125 / w.
+    p [n] or [H, n] -> float32 [D] or [H, D], evaluated in float64 like deco_scores."""
+    p = np.asarray(p, dtype=np.float32).astype(np.float64)
+    single = p.ndim == 1
+    p2 = p[None] if single else p
+    mu, w, step, off, c = _block_params64(raw_block, D, bits, t0, n)
+    G = D // GROUP
+    a = step[:, :, None] * c - off[:, :, None]                             # [n, G, 64]
+    acc = np.einsum("hn,ngk->hgk", p2, a) @ _hadamard64()                 # [H, G, 64]
+    out = (acc.reshape(-1, D) / w + p2.sum(axis=1)[:, None] * mu[None]).astype(np.float32)
+    return out[0] if single else out
+
+
+# ------------------------------------------------------------------------------------------ CQ
+def cq_row_bytes(D, c):
+    if c <= 0 or D % c:
+        raise ValueError(f"D = {D} is not a multiple of c = {c}")
+    return D // c
+
+
+def _cq_dist(x, C, m):
+    """x [T, c], C [K, c], m [c] -> [T, K]: d = d + m[i] * (t * t), t = x[i] - C[k][i], i in order, fp32."""
+    T, c = x.shape
+    dist = np.zeros((T, C.shape[0]), np.float32)
+    for i in range(c):
+        t = (x[:, i:i + 1] - C[None, :, i]).astype(np.float32)
+        dist = (dist + (m[i] * (t * t)).astype(np.float32)).astype(np.float32)
+    return dist
+
+
+def cq_encode(X, codebook, metric):
+    """X [T, D], codebook [G, K<=256, c], metric [D] -> codes uint8 [T, G] (argmin of the weighted
+    distance, first index on ties)."""
+    X = np.asarray(X, dtype=np.float32)
+    if X.ndim == 1:
+        X = X[None]
+    C = np.asarray(codebook).astype(np.float32)
+    m = np.asarray(metric).astype(np.float32)
     G, K, c = C.shape
-    codes = np.empty((len(x), G), np.uint8)
+    T, D = X.shape
+    if G * c != D or m.shape != (D,) or K > 256:
+        raise ValueError("codebook / metric do not fit the rows")
+    codes = np.empty((T, G), np.uint8)
     for g in range(G):
-        xs = x[:, g * c:(g + 1) * c]
-        ws = w[g * c:(g + 1) * c].astype(np.float32)
-        dist = np.zeros((len(x), K), np.float32)
-        for i in range(c):  # channel order, float32
-            diff = xs[:, i:i + 1] - C[g, :, i][None, :].astype(np.float32)
-            dist = (dist + ws[i] * diff * diff).astype(np.float32)
-        codes[:, g] = np.argmin(dist, axis=1)   # first minimum wins
+        dist = _cq_dist(X[:, g * c:(g + 1) * c], C[g], m[g * c:(g + 1) * c])
+        codes[:, g] = np.argmin(dist, axis=1)     # first minimum
     return codes
 
 
-def cq_decode(codes, C):
+def cq_decode(codes, codebook):
+    """codes [T, G] -> rows [T, G * c] float32."""
+    C = np.asarray(codebook).astype(np.float32)
+    codes = np.asarray(codes)
     G, K, c = C.shape
     return np.concatenate([C[g, codes[:, g].astype(np.int64)] for g in range(G)], axis=1).astype(np.float32)
 
 
-def cq_roundtrip(x, C, w):
-    x = np.asarray(x, dtype=np.float32)
-    out = cq_decode(cq_encode(x, C, w), C)
-    out[0] = f16(x[0])
-    return out
+def cq_query_table(q, codebook):
+    """q [D] (or [H, D]) -> T [G, K] (or [H, G, K]), T[g][k] = sum_i q[g c + i] * C[g][k][i], i in order, fp32."""
+    q = np.asarray(q, dtype=np.float32)
+    C = np.asarray(codebook).astype(np.float32)
+    G, K, c = C.shape
+    qg = q.reshape(q.shape[:-1] + (G, c))
+    tab = np.zeros(q.shape[:-1] + (G, K), np.float32)
+    for i in range(c):
+        tab = (tab + (qg[..., i:i + 1] * C[:, :, i]).astype(np.float32)).astype(np.float32)
+    return tab
 
 
-def kmeans_weighted(X, k=256, iters=20, w=None, sample_weight=None, seed=0):
-    """Calibration-only (not bit-exact): Lloyd k-means in the metric sum_i w_i d_i^2, optional per-sample
-    weights. X [N, c]. Returns fp16 centroids [k, c]."""
-    rng = np.random.default_rng(seed)
-    X = np.asarray(X, np.float32)
+def cq_scores(table, codes):
+    """table [G, K] (or [H, G, K]), codes [T, G] -> s [T] (or [H, T]), s = sum_g T[g][code_g], g in order, fp32."""
+    tab = np.asarray(table, dtype=np.float32)
+    codes = np.asarray(codes).astype(np.int64)
+    G = tab.shape[-2]
+    s = np.zeros(tab.shape[:-2] + (codes.shape[0],), np.float32)
+    for g in range(G):
+        s = (s + tab[..., g, codes[:, g]]).astype(np.float32)
+    return s
+
+
+def kmeans_reference(X, k, iters, metric=None, seed=0):
+    """Small deterministic Lloyd k-means in the metric sum_i m[i] (x_i - C_i)^2, for checking a native
+    k-means on small data. X [N, c] float32, k <= N. Returns (centroids float32 [k, c], labels int64 [N]).
+
+    - init: centroid j = X[(seed + (j * N) // k) % N] for j = 0..k-1 (evenly spaced rows, offset by seed).
+    - each iteration: assign every row to its nearest centroid with the CQ distance (fp32, i in order,
+      first index on ties); stop if no assignment changed (from the second iteration on); otherwise
+      each centroid with members = float32(sequential double sum of its rows in increasing row
+      index / count); a centroid without members keeps its value.
+    - after the last update the labels returned are those of a final assignment, so they match the
+      returned centroids.
+    The metric does not enter the update (a diagonal metric's weighted mean is the plain mean)."""
+    X = np.asarray(X, dtype=np.float32)
     N, c = X.shape
-    w = np.ones(c, np.float32) if w is None else np.asarray(w, np.float32)
-    sw = np.ones(N, np.float32) if sample_weight is None else np.asarray(sample_weight, np.float32)
-    s = np.sqrt(w)
-    Xs = X * s
-    C = Xs[rng.choice(N, size=min(k, N), replace=False)].copy()
+    if not 0 < k <= N:
+        raise ValueError("need 0 < k <= N")
+    m = np.ones(c, np.float32) if metric is None else np.asarray(metric, dtype=np.float32)
+    idx = (seed + (np.arange(k, dtype=np.int64) * N) // k) % N
+    C = X[idx].copy()
+    labels = None
     for _ in range(iters):
-        d = ((Xs[:, None, :] - C[None]) ** 2).sum(-1)
-        a = d.argmin(1)
-        M = np.zeros_like(C); np.add.at(M, a, Xs * sw[:, None])
-        cnt = np.zeros(len(C), np.float32); np.add.at(cnt, a, sw)
-        empty = cnt == 0
-        C = np.where(empty[:, None], Xs[rng.integers(0, N, len(C))], M / np.maximum(cnt, 1e-12)[:, None])
-    return f16(C / s)
-
-
-def cq_bits_per_element(c, b=8, ctx=512):
-    row = b / c
-    return row + (16 - row) / ctx
+        new = np.argmin(_cq_dist(X, C, m), axis=1)
+        if labels is not None and np.array_equal(new, labels):
+            break
+        labels = new
+        sums = np.zeros((k, c), np.float64)
+        cnt = np.zeros(k, np.int64)
+        for r in range(N):
+            sums[labels[r]] += X[r].astype(np.float64)
+            cnt[labels[r]] += 1
+        has = cnt > 0
+        C[has] = (sums[has] / cnt[has, None]).astype(np.float32)
+    labels = np.argmin(_cq_dist(X, C, m), axis=1).astype(np.int64)
+    return C, labels

@@ -225,25 +225,3 @@ class Mix:
 
     def v(self, x, L, ctx):
         return self.vs.v(x, L, ctx)
-
-
-class RefDeco4:
-    """The numpy reference (python/decollama/kv_reference.py) plugged into the harness: deco4 K (query-weighted) and V."""
-    k_stage = 'pre'
-    def __init__(self, k=True, v=True):
-        import importlib.util, os
-        p = os.path.join(os.path.dirname(os.path.abspath(__file__)), '../../python/decollama/kv_reference.py')
-        spec = importlib.util.spec_from_file_location('kv_reference', p); R = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(R)
-        self.R, self.dok, self.dov = R, k, v
-
-    def k(self, x, L, ctx):
-        if not self.dok: return x
-        R = self.R; xn = x.numpy()
-        fac = R.fit_deco(xn, R.query_weight(ctx['q_pre'].numpy()))
-        return torch.from_numpy(R.deco4_roundtrip(xn, fac))
-
-    def v(self, x, L, ctx):
-        if not self.dov: return x
-        R = self.R; xn = x.numpy()
-        return torch.from_numpy(R.deco4_roundtrip(xn, R.fit_deco(xn)))
