@@ -9,10 +9,13 @@ extern const KVFormat kKVFormatF32;
 extern const KVFormat kKVFormatF16;
 extern const KVFormat kKVFormatQ8_0;
 extern const KVFormat kKVFormatQ4_0;
+extern const KVFormat kKVFormatDeco4;
+extern const KVFormat kKVFormatDeco2;
 
 namespace {
 
-const KVFormat* const kKVFormats[] = {&kKVFormatF32, &kKVFormatF16, &kKVFormatQ8_0, &kKVFormatQ4_0};
+const KVFormat* const kKVFormats[] = {&kKVFormatF32, &kKVFormatF16, &kKVFormatQ8_0, &kKVFormatQ4_0,
+                                      &kKVFormatDeco4, &kKVFormatDeco2};
 
 }  // namespace
 

@@ -1,0 +1,358 @@
+// AVX2 attention kernels of the deco4 / deco2 KV formats (kv_deco_simd.h, README).
+//
+// scores: q'' = H(q / w) / 8 and the per-group sums of q'' once per call, then per key and group
+// the codes are unpacked (zero-extend 8 code bytes to dwords, shift + mask one field), converted
+// to float and multiplied into q''; several keys per pass share the q'' loads.
+// accumulate: per group, 8 registers hold sum_j p_j step_jg code_jg over the call's keys; the
+// offsets, the inverse transform, 1 / w and the mean are applied once per call.
+// GCC 12's AVX headers raise false -W(maybe-)uninitialized warnings (GCC PR 105593);
+// set before the header so they are silenced where they are reported.
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ == 12
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#include <immintrin.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "kv/kv_deco_simd.h"
+
+namespace decollama {
+
+namespace {
+
+constexpr int64_t kStackDim = 1024;  // head_dim up to this uses stack scratch
+constexpr int64_t kMaxKeys = 64;     // keys per accumulate pass (a call stays inside one tile)
+
+float hsum(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+__m256 load_half8(const uint16_t* p) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+
+// Eight code bytes, zero-extended to dwords.
+__m256i load_codes8(const uint8_t* p) {
+    return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+}
+
+// Field f (bits wide) of every dword, as float.
+template <int bits, int f>
+__m256 field(__m256i b) {
+    constexpr int kFields = 8 / bits;
+    const __m256i x = f == 0 ? b : _mm256_srli_epi32(b, f * bits);
+    return _mm256_cvtepi32_ps(f == kFields - 1 ? x : _mm256_and_si256(x, _mm256_set1_epi32((1 << bits) - 1)));
+}
+
+// Walsh-Hadamard transform of 64 floats in v[0..8), README butterfly order, * 0.125.
+__attribute__((always_inline)) inline void wht64(__m256 v[8]) {
+    const __m256 s1 = _mm256_setr_ps(1, -1, 1, -1, 1, -1, 1, -1);
+    const __m256 s2 = _mm256_setr_ps(1, 1, -1, -1, 1, 1, -1, -1);
+    const __m256 s4 = _mm256_setr_ps(1, 1, 1, 1, -1, -1, -1, -1);
+    for (int k = 0; k < 8; ++k) {  // lane j: partner +-; j with bit h set takes partner - own
+        v[k] = _mm256_fmadd_ps(v[k], s1, _mm256_permute_ps(v[k], 0xB1));
+        v[k] = _mm256_fmadd_ps(v[k], s2, _mm256_permute_ps(v[k], 0x4E));
+        v[k] = _mm256_fmadd_ps(v[k], s4, _mm256_permute2f128_ps(v[k], v[k], 1));
+    }
+    for (int h = 1; h < 8; h *= 2)
+        for (int k = 0; k < 8; ++k)
+            if ((k & h) == 0) {
+                const __m256 a = v[k], b = v[k + h];
+                v[k] = _mm256_add_ps(a, b);
+                v[k + h] = _mm256_sub_ps(a, b);
+            }
+    const __m256 eighth = _mm256_set1_ps(0.125f);
+    for (int k = 0; k < 8; ++k) v[k] = _mm256_mul_ps(v[k], eighth);
+}
+
+// head_dim floats: on the stack up to kStackDim, else on the heap.
+class Scratch {
+public:
+    explicit Scratch(int64_t n) : p_(n <= kStackDim ? stack_ : (heap_.resize(size_t(n)), heap_.data())) {}
+    float* data() { return p_; }
+
+private:
+    alignas(32) float stack_[kStackDim];
+    std::vector<float> heap_;
+    float* p_;
+};
+
+// ---- per-row scalars -----------------------------------------------------------------------------
+
+// 1 / w: the estimate refined by one Newton step (error ~2^-22 relative).
+__m256 recip(__m256 w) {
+    const __m256 r = _mm256_rcp_ps(w);
+    return _mm256_mul_ps(r, _mm256_fnmadd_ps(w, r, _mm256_set1_ps(2.0f)));
+}
+
+// Eight sc / mq bytes from p on, as float. The row always has 8 bytes from any of them on
+// (the codes follow), so lanes past the row's groups read codes: their products meet zeros.
+__m256 group_bytes(const uint8_t* p) { return _mm256_cvtepi32_ps(load_codes8(p)); }
+
+// [d, dm] of a row in lanes 0, 1 (lanes 2..7 undefined).
+__m256 row_d_dm(const uint8_t* row) {
+    int32_t v;
+    __builtin_memcpy(&v, row, sizeof v);
+    return _mm256_castps128_ps256(_mm_cvtph_ps(_mm_cvtsi32_si128(v)));
+}
+
+// How a row's sc / mq bytes become per-group steps and offsets. Packed (2 G <= 8): one load of
+// sc[G] mq[G] times [d in lanes < G, dm in lanes G..] gives [step_g | off_g]; otherwise 8-group
+// chunks of sc and of mq.
+struct RowScales {
+    int64_t G;
+    bool packed;
+    __m256i pick;  // lane -> 0 (d) below G, 1 (dm) from G on
+
+    explicit RowScales(int64_t groups)
+        : G(groups),
+          packed(2 * groups <= 8),
+          pick(_mm256_min_epi32(
+              _mm256_max_epi32(_mm256_sub_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                                                _mm256_set1_epi32(int(groups) - 1)),
+                               _mm256_setzero_si256()),
+              _mm256_set1_epi32(1))) {}
+};
+
+// ---- scores -------------------------------------------------------------------------------------
+
+// What the keys are scored against, prepared once per call.
+struct Query {
+    const float* qq;     // q'' = H(q / w) / 8
+    const float* q_sum;  // per group sum of q'', zero-padded to a multiple of 8 groups
+    float q_mu;          // q . mu
+    __m256 neg_q_sum;    // packed rows: -q_sum[g] in lane G + g, 0 elsewhere
+};
+
+// [sum(v0), sum(v1), sum(v2), sum(v3)]
+__m128 hsum4(__m256 v0, __m256 v1, __m256 v2, __m256 v3) {
+    const __m256 r = _mm256_hadd_ps(_mm256_hadd_ps(v0, v1), _mm256_hadd_ps(v2, v3));
+    return _mm_add_ps(_mm256_castps256_ps128(r), _mm256_extractf128_ps(r, 1));
+}
+
+// s[k] = q_mu + sum_g [step_kg (q''_g . code_kg) - off_kg q_sum[g]] for K consecutive rows.
+template <int bits, int K, bool kPacked>
+void score_rows(const Query& Q, const RowScales& rs, const uint8_t* row, int64_t head_dim, float* s) {
+    constexpr int kChunks = bits;      // 8-byte chunks per group
+    constexpr int kFields = 8 / bits;  // codes per byte
+    const int64_t G = rs.G;
+    const size_t rb = deco_row_bytes(head_dim, bits);
+    const size_t sc = deco_sc_offset(), mq = deco_mq_offset(head_dim), codes = deco_codes_offset(head_dim);
+    __m256 acc[K];
+    alignas(32) float steps[K][8];  // broadcast from here
+    for (int64_t g0 = 0; g0 < G; g0 += 8) {
+        for (int k = 0; k < K; ++k) {
+            const uint8_t* r = row + k * rb;
+            const __m256 dd = row_d_dm(r);
+            if constexpr (kPacked) {  // [step_g | off_g]; the offsets meet -q_sum
+                const __m256 so = _mm256_mul_ps(group_bytes(r + sc), _mm256_permutevar8x32_ps(dd, rs.pick));
+                _mm256_store_ps(steps[k], so);
+                acc[k] = _mm256_mul_ps(so, Q.neg_q_sum);
+            } else {
+                const __m256 d = _mm256_permutevar8x32_ps(dd, _mm256_setzero_si256());
+                const __m256 dm = _mm256_permutevar8x32_ps(dd, _mm256_set1_epi32(1));
+                _mm256_store_ps(steps[k], _mm256_mul_ps(group_bytes(r + sc + g0), d));
+                const __m256 off = _mm256_mul_ps(group_bytes(r + mq + g0), dm);
+                const __m256 prev = g0 == 0 ? _mm256_setzero_ps() : acc[k];
+                acc[k] = _mm256_fnmadd_ps(off, _mm256_loadu_ps(Q.q_sum + g0), prev);
+            }
+        }
+        for (int64_t g = g0; g < std::min(G, g0 + 8); ++g) {
+            const float* qg = Q.qq + g * kDecoGroup;
+            const size_t gc = codes + size_t(g) * deco_group_code_bytes(bits);
+            __m256 dot[K];
+            for (int k = 0; k < K; ++k) dot[k] = _mm256_setzero_ps();
+            for (int c = 0; c < kChunks; ++c) {
+                __m256 qv[kFields];
+                // element of field f, chunk c, lane i: f * 64 / kFields + 8 c + i
+                for (int f = 0; f < kFields; ++f) qv[f] = _mm256_loadu_ps(qg + f * (kDecoGroup / kFields) + 8 * c);
+                for (int k = 0; k < K; ++k) {
+                    const __m256i b = load_codes8(row + k * rb + gc + 8 * c);
+                    dot[k] = _mm256_fmadd_ps(qv[0], field<bits, 0>(b), dot[k]);
+                    dot[k] = _mm256_fmadd_ps(qv[1], field<bits, 1>(b), dot[k]);
+                    if constexpr (kFields == 4) {
+                        dot[k] = _mm256_fmadd_ps(qv[2], field<bits, 2>(b), dot[k]);
+                        dot[k] = _mm256_fmadd_ps(qv[3], field<bits, 3>(b), dot[k]);
+                    }
+                }
+            }
+            for (int k = 0; k < K; ++k) acc[k] = _mm256_fmadd_ps(dot[k], _mm256_broadcast_ss(&steps[k][g - g0]), acc[k]);
+        }
+    }
+    if constexpr (K == 4) {
+        _mm_storeu_ps(s, _mm_add_ps(_mm_set1_ps(Q.q_mu), hsum4(acc[0], acc[1], acc[2], acc[3])));
+    } else {
+        for (int k = 0; k < K; ++k) s[k] = Q.q_mu + hsum(acc[k]);
+    }
+}
+
+template <int bits, bool kPacked>
+void score_all(const Query& Q, const RowScales& rs, const uint8_t* row, int64_t head_dim, int64_t n, float* s) {
+    const size_t rb = deco_row_bytes(head_dim, bits);
+    int64_t j = 0;
+    for (; j + 4 <= n; j += 4) score_rows<bits, 4, kPacked>(Q, rs, row + j * rb, head_dim, s + j);
+    for (; j < n; ++j) score_rows<bits, 1, kPacked>(Q, rs, row + j * rb, head_dim, s + j);
+}
+
+template <int bits>
+void deco_scores(const void* query, const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n, float* s) {
+    const float* q = static_cast<const float*>(query);
+    const int64_t G = deco_groups(head_dim);
+    const uint8_t* block = deco_block(stream, head_dim, bits, t);
+    const uint16_t* mu = reinterpret_cast<const uint16_t*>(block);
+    const uint16_t* w = mu + head_dim;
+    Scratch scratch(head_dim + G + 8);
+    float* qq = scratch.data();
+    float* q_sum = qq + head_dim;
+    __m256 q_mu = _mm256_setzero_ps();
+    for (int64_t g = 0; g < G; ++g) {
+        __m256 v[8];
+        for (int k = 0; k < 8; ++k) {
+            const int64_t c = g * kDecoGroup + 8 * k;
+            const __m256 qv = _mm256_loadu_ps(q + c);
+            q_mu = _mm256_fmadd_ps(qv, load_half8(mu + c), q_mu);
+            v[k] = _mm256_mul_ps(qv, recip(load_half8(w + c)));
+        }
+        wht64(v);
+        __m256 sum = v[0];
+        for (int k = 1; k < 8; ++k) sum = _mm256_add_ps(sum, v[k]);
+        q_sum[g] = hsum(sum);
+        for (int k = 0; k < 8; ++k) _mm256_storeu_ps(qq + g * kDecoGroup + 8 * k, v[k]);
+    }
+    std::fill_n(q_sum + G, 8, 0.0f);
+    const RowScales rs(G);
+    Query Q{qq, q_sum, hsum(q_mu), _mm256_setzero_ps()};
+    const uint8_t* row = deco_row(block, head_dim, bits, t);
+    if (rs.packed) {
+        alignas(32) float neg[8] = {};
+        for (int64_t g = 0; g < G; ++g) neg[G + g] = -q_sum[g];
+        Q.neg_q_sum = _mm256_load_ps(neg);
+        score_all<bits, true>(Q, rs, row, head_dim, n, s);
+    } else {
+        score_all<bits, false>(Q, rs, row, head_dim, n, s);
+    }
+}
+
+// ---- accumulate ---------------------------------------------------------------------------------
+
+// out += (sum p) mu + H(sum_j p_j a^_j) / 8 / w for n <= kMaxKeys rows of one block.
+template <int bits>
+void accumulate_keys(const float* p, const uint8_t* block, const uint8_t* row0, int64_t head_dim, int64_t n,
+                     float* out) {
+    const int64_t G = deco_groups(head_dim);
+    const RowScales rs(G);
+    const int64_t stride = rs.packed ? 8 : (G + 7) / 8 * 8;  // of the weight table
+    const size_t rb = deco_row_bytes(head_dim, bits);
+    const size_t sc = deco_sc_offset(), mq = deco_mq_offset(head_dim);
+    const uint16_t* mu = reinterpret_cast<const uint16_t*>(block);
+    const uint16_t* w = mu + head_dim;
+    // c[j][g] = p_j d_j sc_jg: the weight of key j's codes in group g; off[g] = sum_j p_j dm_j mq_jg.
+    Scratch scratch((n + 2) * stride);
+    float* c = scratch.data();
+    float* off = c + n * stride;
+    std::fill_n(off, 2 * stride, 0.0f);
+    float p_sum = 0.0f;
+    if (rs.packed) {  // c rows hold [c_g | p_j dm_j mq_jg]; the second half sums to off
+        __m256 offsets = _mm256_setzero_ps();
+        for (int64_t j = 0; j < n; ++j) {
+            const uint8_t* r = row0 + j * rb;
+            const __m256 pp = _mm256_mul_ps(row_d_dm(r), _mm256_set1_ps(p[j]));
+            const __m256 co = _mm256_mul_ps(group_bytes(r + sc), _mm256_permutevar8x32_ps(pp, rs.pick));
+            _mm256_storeu_ps(c + j * stride, co);
+            offsets = _mm256_add_ps(offsets, co);
+            p_sum += p[j];
+        }
+        _mm256_storeu_ps(off, offsets);
+        off += G;
+    } else {
+        for (int64_t j = 0; j < n; ++j) {
+            const uint8_t* r = row0 + j * rb;
+            const __m256 pp = _mm256_mul_ps(row_d_dm(r), _mm256_set1_ps(p[j]));
+            const __m256 pd = _mm256_permutevar8x32_ps(pp, _mm256_setzero_si256());
+            const __m256 pdm = _mm256_permutevar8x32_ps(pp, _mm256_set1_epi32(1));
+            for (int64_t g0 = 0; g0 < G; g0 += 8) {
+                _mm256_storeu_ps(c + j * stride + g0, _mm256_mul_ps(group_bytes(r + sc + g0), pd));
+                _mm256_storeu_ps(off + g0,
+                                 _mm256_fmadd_ps(group_bytes(r + mq + g0), pdm, _mm256_loadu_ps(off + g0)));
+            }
+            p_sum += p[j];
+        }
+    }
+    const __m256 ps = _mm256_set1_ps(p_sum);
+    for (int64_t g = 0; g < G; ++g) {
+        // Named accumulators: an array would live in memory (the byte loads may alias it).
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+        const uint8_t* codes = row0 + deco_codes_offset(head_dim) + size_t(g) * deco_group_code_bytes(bits);
+        for (int64_t j = 0; j < n; ++j, codes += rb) {
+            const __m256 cj = _mm256_broadcast_ss(c + j * stride + g);
+            // register r holds elements 8 r .. 8 r + 7
+            if constexpr (bits == 4) {  // chunk k: elements 8 k (low nibbles) and 32 + 8 k (high)
+                const __m256i b0 = load_codes8(codes), b1 = load_codes8(codes + 8);
+                const __m256i b2 = load_codes8(codes + 16), b3 = load_codes8(codes + 24);
+                a0 = _mm256_fmadd_ps(cj, field<4, 0>(b0), a0);
+                a4 = _mm256_fmadd_ps(cj, field<4, 1>(b0), a4);
+                a1 = _mm256_fmadd_ps(cj, field<4, 0>(b1), a1);
+                a5 = _mm256_fmadd_ps(cj, field<4, 1>(b1), a5);
+                a2 = _mm256_fmadd_ps(cj, field<4, 0>(b2), a2);
+                a6 = _mm256_fmadd_ps(cj, field<4, 1>(b2), a6);
+                a3 = _mm256_fmadd_ps(cj, field<4, 0>(b3), a3);
+                a7 = _mm256_fmadd_ps(cj, field<4, 1>(b3), a7);
+            } else {  // chunk k: elements 8 k + 16 f, f = 0..3
+                const __m256i b0 = load_codes8(codes), b1 = load_codes8(codes + 8);
+                a0 = _mm256_fmadd_ps(cj, field<2, 0>(b0), a0);
+                a2 = _mm256_fmadd_ps(cj, field<2, 1>(b0), a2);
+                a4 = _mm256_fmadd_ps(cj, field<2, 2>(b0), a4);
+                a6 = _mm256_fmadd_ps(cj, field<2, 3>(b0), a6);
+                a1 = _mm256_fmadd_ps(cj, field<2, 0>(b1), a1);
+                a3 = _mm256_fmadd_ps(cj, field<2, 1>(b1), a3);
+                a5 = _mm256_fmadd_ps(cj, field<2, 2>(b1), a5);
+                a7 = _mm256_fmadd_ps(cj, field<2, 3>(b1), a7);
+            }
+        }
+        const __m256 o = _mm256_set1_ps(off[g]);
+        __m256 a[8] = {_mm256_sub_ps(a0, o), _mm256_sub_ps(a1, o), _mm256_sub_ps(a2, o), _mm256_sub_ps(a3, o),
+                       _mm256_sub_ps(a4, o), _mm256_sub_ps(a5, o), _mm256_sub_ps(a6, o), _mm256_sub_ps(a7, o)};
+        wht64(a);
+        for (int k = 0; k < 8; ++k) {
+            const int64_t e = g * kDecoGroup + 8 * k;
+            const __m256 x = _mm256_fmadd_ps(ps, load_half8(mu + e), _mm256_mul_ps(a[k], recip(load_half8(w + e))));
+            _mm256_storeu_ps(out + e, _mm256_add_ps(_mm256_loadu_ps(out + e), x));
+        }
+    }
+}
+
+template <int bits>
+void deco_accumulate(const float* p, const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n, float* out) {
+    for (int64_t j = 0; j < n; j += kMaxKeys) {
+        const uint8_t* block = deco_block(stream, head_dim, bits, t + j);
+        accumulate_keys<bits>(p + j, block, deco_row(block, head_dim, bits, t + j), head_dim,
+                              std::min(kMaxKeys, n - j), out);
+    }
+}
+
+}  // namespace
+
+void kv_deco4_scores_avx2(const void* q, const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n, float* s) {
+    deco_scores<4>(q, stream, head_dim, t, n, s);
+}
+
+void kv_deco2_scores_avx2(const void* q, const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n, float* s) {
+    deco_scores<2>(q, stream, head_dim, t, n, s);
+}
+
+void kv_deco4_accumulate_avx2(const float* p, const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n,
+                              float* out) {
+    deco_accumulate<4>(p, stream, head_dim, t, n, out);
+}
+
+void kv_deco2_accumulate_avx2(const float* p, const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n,
+                              float* out) {
+    deco_accumulate<2>(p, stream, head_dim, t, n, out);
+}
+
+}  // namespace decollama
