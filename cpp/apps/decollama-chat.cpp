@@ -28,6 +28,8 @@ constexpr const char* kProg = kChatToolName;
 struct Options {
     ChatToolOptions run;
     bool help = false, version = false;
+    // --kv sets both halves (or each, in its k:/v: form); --kv-k / --kv-v override one, in any order.
+    std::vector<std::string> kv_k{"f16"}, kv_v{"f16"}, kv_k_flag, kv_v_flag;
 };
 
 // ---- values ----------------------------------------------------------------------------------
@@ -73,19 +75,60 @@ std::optional<uint64_t> to_seed(const std::string& flag, const std::string& v) {
     return x;
 }
 
-std::vector<std::string> kv_formats(const std::string& flag, const std::string& v) {
-    std::vector<std::string> names;
+std::string known_kv_formats() {
+    std::string known;
+    for (const std::string& n : kv_format_names()) known += (known.empty() ? "" : ", ") + n;
+    return known;
+}
+
+std::string checked_kv_format(const std::string& flag, const std::string& name) {
+    if (!find_kv_format(name))
+        throw UsageError(flag + ": unknown KV-cache format '" + name + "' (known: " + known_kv_formats() + ")");
+    return name;
+}
+
+std::vector<std::string> split_commas(const std::string& v) {
+    std::vector<std::string> parts;
     for (size_t start = 0;;) {
         const size_t comma = v.find(',', start);
-        names.push_back(v.substr(start, comma - start));
-        if (!find_kv_format(names.back())) {
-            std::string known;
-            for (const std::string& n : kv_format_names()) known += (known.empty() ? "" : ", ") + n;
-            throw UsageError(flag + ": unknown KV-cache format '" + names.back() + "' (known: " + known + ")");
-        }
-        if (comma == std::string::npos) return names;
+        parts.push_back(v.substr(start, comma - start));
+        if (comma == std::string::npos) return parts;
         start = comma + 1;
     }
+}
+
+// One format, or a comma list with one per layer.
+std::vector<std::string> kv_formats(const std::string& flag, const std::string& v) {
+    std::vector<std::string> names = split_commas(v);
+    for (const std::string& n : names) checked_kv_format(flag, n);
+    return names;
+}
+
+// --kv: FMT or FMT,FMT,... (one per layer) for K and V; or k:FMT,v:FMT for each (a missing half
+// is f16), as Llama(kv="k:deco4,v:deco2").
+void set_kv(Options& o, const std::string& flag, const std::string& v) {
+    if (v.find(':') == std::string::npos) {
+        o.kv_k = o.kv_v = kv_formats(flag, v);
+        return;
+    }
+    if (v.rfind("auto:", 0) == 0)
+        throw UsageError(flag + ": 'auto:<bits>' is a Python API choice (Llama(kv=\"auto:4\"), "
+                         "decollama.kv_config.plan_auto); pass the formats it chose with --kv-k/--kv-v");
+    std::optional<std::string> k, v_name;
+    for (const std::string& part : split_commas(v)) {
+        const size_t colon = part.find(':');
+        const std::string key = colon == std::string::npos ? "" : part.substr(0, colon);
+        if (key != "k" && key != "v")
+            throw UsageError(flag + ": in '" + v + "' every comma-separated part must be k:FORMAT or v:FORMAT, got '" +
+                             part + "'");
+        std::optional<std::string>& slot = key == "k" ? k : v_name;
+        if (slot) throw UsageError(flag + ": '" + key + "' is given twice in '" + v + "'");
+        const std::string name = part.substr(colon + 1);
+        if (name.empty()) throw UsageError(flag + ": '" + key + ":' names no format in '" + v + "'");
+        slot = checked_kv_format(flag, name);
+    }
+    o.kv_k = {k.value_or("f16")};
+    o.kv_v = {v_name.value_or("f16")};
 }
 
 // ---- flags -----------------------------------------------------------------------------------
@@ -121,15 +164,17 @@ const std::vector<Flag>& flags() {
          [](Options& o, auto& f, auto& v) { o.run.n_batch = to_int(f, v, 1); }},
         {{"-ngl", "--n-gpu-layers", "--gpu-layers"}, "N", "layers on the GPU; only 0 in this version (default 0)",
          [](Options& o, auto& f, auto& v) { o.run.n_gpu_layers = int(to_int(f, v, -1, 1 << 20)); }},
-        {{"--kv"}, "FMT", "KV-cache format for K and V (default f16); a comma list gives one per layer",
-         [](Options& o, auto& f, auto& v) { o.run.kv = kv_formats(f, v); }},
-        {{"--kv-k"}, "FMT", "K-cache format (overrides --kv)",
-         [](Options& o, auto& f, auto& v) { o.run.kv_k = kv_formats(f, v); }},
-        {{"--kv-v"}, "FMT", "V-cache format (overrides --kv)",
-         [](Options& o, auto& f, auto& v) { o.run.kv_v = kv_formats(f, v); }},
-        {{"--kv-window"}, "N", "recent tokens the KV format keeps at full precision (when supported)",
+        {{"--kv"}, "FMT",
+         "KV-cache format for K and V (default f16); a comma list gives one per layer; k:FMT,v:FMT sets K and V "
+         "apart (a missing half is f16)",
+         [](Options& o, auto& f, auto& v) { set_kv(o, f, v); }},
+        {{"--kv-k"}, "FMT", "K-cache format, or a comma list with one per layer (overrides --kv)",
+         [](Options& o, auto& f, auto& v) { o.kv_k_flag = kv_formats(f, v); }},
+        {{"--kv-v"}, "FMT", "V-cache format, or a comma list with one per layer (overrides --kv)",
+         [](Options& o, auto& f, auto& v) { o.kv_v_flag = kv_formats(f, v); }},
+        {{"--kv-window"}, "N", "newest N positions kept (and read) in fp16 on top of any KV format (default 0)",
          [](Options& o, auto& f, auto& v) { o.run.kv_window = to_int(f, v, 0); }},
-        {{"--kv-codebook"}, "FILE", "codebook for the KV format (when supported)",
+        {{"--kv-codebook"}, "FILE", "codebook GGUF from decollama-calibrate, needed by the cq KV formats",
          [](Options& o, auto&, auto& v) { o.run.kv_codebook = v; }},
         {{"--temp"}, "T", "temperature, <= 0: greedy (default 0.8)",
          [](Options& o, auto& f, auto& v) { o.run.sampling.temperature = to_float(f, v, any_number, "a number"); }},
@@ -204,6 +249,15 @@ Options parse(int argc, char** argv) {
         flag->set(o, arg, value);
     }
     if (o.help || o.version) return o;
+    o.run.kv = {"f16"};
+    o.run.kv_k = o.kv_k_flag.empty() ? o.kv_k : o.kv_k_flag;
+    o.run.kv_v = o.kv_v_flag.empty() ? o.kv_v : o.kv_v_flag;
+    if (!o.run.kv_codebook || o.run.kv_codebook->empty())
+        for (const auto* names : {&o.run.kv_k, &o.run.kv_v})
+            for (const std::string& n : *names)
+                if (find_kv_format(n)->codebook_c > 0)
+                    throw UsageError("the " + n + " KV format needs --kv-codebook FILE (make one with "
+                                     "decollama-calibrate -m MODEL -f TEXT -o FILE)");
     const ChatToolOptions& r = o.run;
     if (r.model.empty()) throw UsageError("no model: pass -m FILE.gguf");
     if (r.no_chat && !r.prompt && r.print_prompt.empty()) throw UsageError("--no-chat needs -p PROMPT");

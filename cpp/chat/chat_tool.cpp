@@ -7,7 +7,6 @@
 #include <iterator>
 #include <memory>
 #include <random>
-#include <type_traits>
 #include <utility>
 
 #include "chat/chat_repl.h"
@@ -29,28 +28,6 @@ namespace {
 
 constexpr const char* kProg = kChatToolName;
 
-// --kv-window / --kv-codebook reach ModelOptions once the cache has such settings; detected at
-// compile time so this file needs no edit when they land. Until then, giving them is an error.
-template <class T, class = void>
-struct HasKVWindow : std::false_type {};
-template <class T>
-struct HasKVWindow<T, std::void_t<decltype(std::declval<T&>().kv_window = int64_t())>> : std::true_type {};
-template <class T, class = void>
-struct HasKVCodebook : std::false_type {};
-template <class T>
-struct HasKVCodebook<T, std::void_t<decltype(std::declval<T&>().kv_codebook = std::string())>> : std::true_type {};
-
-template <class O>
-void set_kv_window(O& o, int64_t window) {
-    if constexpr (HasKVWindow<O>::value) o.kv_window = window;
-    else throw UsageError("--kv-window is not supported yet by this build");
-}
-template <class O>
-void set_kv_codebook(O& o, const std::string& path) {
-    if constexpr (HasKVCodebook<O>::value) o.kv_codebook = path;
-    else throw UsageError("--kv-codebook is not supported yet by this build");
-}
-
 void check_gpu_layers(int n_gpu_layers) {
     if (n_gpu_layers == 0) return;
     const SystemInfo info = system_info();
@@ -65,10 +42,10 @@ void check_gpu_layers(int n_gpu_layers) {
     throw std::runtime_error(what + "GPU offload is not available in this version yet; use -ngl 0");
 }
 
-void check_model_file(const std::string& path) {
+void check_file(const std::string& path, const char* what) {
     struct stat st {};
-    if (stat(path.c_str(), &st) != 0) throw std::runtime_error("model file not found: " + path);
-    if (!S_ISREG(st.st_mode)) throw std::runtime_error("model path is not a file: " + path);
+    if (stat(path.c_str(), &st) != 0) throw std::runtime_error(std::string(what) + " file not found: " + path);
+    if (!S_ISREG(st.st_mode)) throw std::runtime_error(std::string(what) + " path is not a file: " + path);
 }
 
 int print_prompt(const ChatToolOptions& o, const ChatTemplate& chat) {
@@ -94,8 +71,8 @@ ModelOptions model_options(const ChatToolOptions& o, const GGUFFile& file) {
     m.n_batch = o.n_batch;
     m.kv_k = o.kv_k.empty() ? o.kv : o.kv_k;
     m.kv_v = o.kv_v.empty() ? o.kv : o.kv_v;
-    if (o.kv_window) set_kv_window(m, *o.kv_window);
-    if (o.kv_codebook) set_kv_codebook(m, *o.kv_codebook);
+    if (o.kv_window) m.kv_window = *o.kv_window;
+    if (o.kv_codebook) m.kv_codebook = *o.kv_codebook;
     return m;
 }
 
@@ -157,7 +134,8 @@ int chat_interactively(const ChatToolOptions& o, Generator& gen, const Tokenizer
 
 int run_chat_tool(const ChatToolOptions& o) {
     check_gpu_layers(o.n_gpu_layers);
-    check_model_file(o.model);
+    check_file(o.model, "model");
+    if (o.kv_codebook) check_file(*o.kv_codebook, "KV codebook (--kv-codebook)");
     const GGUFFile file(o.model);
     const Tokenizer tokenizer(file);
     std::optional<ChatTemplate> chat;

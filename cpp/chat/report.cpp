@@ -62,12 +62,14 @@ KVMemory kv_memory(const Model& model) {
     kv.n_tokens = model.n_past();
     kv.n_ctx = cache.n_ctx();
     kv.bytes_allocated = cache.bytes_allocated();
+    kv.window = cache.window();
     return kv;
 }
 
 std::string describe_kv(const KVMemory& kv) {
     const double used = kv.bytes_per_token * double(kv.n_tokens), f16 = kv.f16_bytes_per_token * double(kv.n_tokens);
     std::string out = "KV cache: K " + kv.k_formats + ", V " + kv.v_formats + "\n";
+    if (kv.window > 0) out += "  fp16 window: the newest " + std::to_string(kv.window) + " positions\n";
     out += "  bytes per token: " + printf_string("%.0f", kv.bytes_per_token) + " (f16: " +
            printf_string("%.0f", kv.f16_bytes_per_token) + ")\n";
     out += "  in use: " + std::to_string(kv.n_tokens) + " of " + std::to_string(kv.n_ctx) + " tokens, " + bytes(used) +
@@ -77,7 +79,8 @@ std::string describe_kv(const KVMemory& kv) {
 }
 
 std::string summarize_kv(const KVMemory& kv, int64_t n_tokens) {
-    return "KV cache (K " + kv.k_formats + ", V " + kv.v_formats + "): " + std::to_string(n_tokens) + " tokens, " +
+    const std::string window = kv.window > 0 ? ", fp16 window " + std::to_string(kv.window) : "";
+    return "KV cache (K " + kv.k_formats + ", V " + kv.v_formats + window + "): " + std::to_string(n_tokens) + " tokens, " +
            bytes(kv.bytes_per_token * double(n_tokens)) + "; f16 would use " +
            bytes(kv.f16_bytes_per_token * double(n_tokens));
 }

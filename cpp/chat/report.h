@@ -17,6 +17,7 @@ struct KVMemory {
     int64_t n_tokens = 0;              // positions filled now
     int64_t n_ctx = 0;
     size_t bytes_allocated = 0;        // reserved for n_ctx positions
+    int64_t window = 0;                // newest positions also kept in fp16 (--kv-window)
 };
 
 KVMemory kv_memory(const Model& model);

@@ -18,7 +18,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from . import chat_templates
+from . import chat_templates, kv_config
 from ._native import core as _core
 from .gguf_file import GGUFFile
 
@@ -117,17 +117,35 @@ class Llama:
     >>> llm.create_chat_completion([{"role": "user", "content": "Hi!"}])
 
     seed: the sampler seed each call starts from unless it passes its own (the same call with the same
-    seed gives the same text); -1 draws a fresh seed every call. kv / kv_k / kv_v: the KV-cache block
-    formats (see kv_info()). chat_format: a built-in chat format ("gemma", "llama-3", "llama-2",
-    "mistral-instruct", "chatml") overriding the file's template. precise_activations: quantized weights
-    meet fp32 activations (dequantized a few rows at a time) instead of q8_* activations: slower, closer
-    to a dequantize-then-fp32 reference such as transformers. Not thread-safe: use one Llama per thread.
+    seed gives the same text); -1 draws a fresh seed every call. chat_format: a built-in chat format
+    ("gemma", "llama-3", "llama-2", "mistral-instruct", "chatml") overriding the file's template.
+    precise_activations: quantized weights meet fp32 activations (dequantized a few rows at a time)
+    instead of q8_* activations: slower, closer to a dequantize-then-fp32 reference such as
+    transformers. Not thread-safe: use one Llama per thread.
+
+    KV cache (decollama.kv_config; formats of this build: [f["name"] for f in _core.kv_formats()]):
+      kv        "f16" (default), any format name for K and V ("q8_0", "deco4", ...);
+                "k:deco4,v:deco2" for K and V apart (a missing part is f16);
+                "auto:<bits>": per-layer K and V formats averaging at most <bits> nominal bits per
+                element, chosen from errors measured on this model (a 512-token pass over a built-in
+                text, then every candidate format on every layer; see decollama.kv_config.plan_auto).
+                The plan is kept in `kv_plan` (None for the other forms).
+      kv_k, kv_v  override kv's K or V half: a format name, or a list with one per layer.
+                type_k / type_v (llama-cpp-python's names) are accepted as aliases: a format name or
+                a ggml type id (0 f32, 1 f16, 2 q4_0, 8 q8_0).
+      kv_window the newest positions kept, and read by attention, in fp16 on top of any format (0: none).
+      kv_codebook a codebook GGUF from decollama-calibrate, needed by the cq formats (cq4, cq2, cq1);
+                with kv="auto:..." it adds them to the candidates.
+    Unknown names, malformed kv strings and a cq format without kv_codebook raise ValueError naming
+    the argument; a missing kv_codebook file raises FileNotFoundError. kv_info() describes the cache.
     """
 
     def __init__(self, model_path: str | os.PathLike[str], n_ctx: int = 4096, n_threads: int | None = None,
-                 n_batch: int = 512, seed: int = 0, kv: str = "f16", kv_k: str | None = None,
-                 kv_v: str | None = None, n_gpu_layers: int = 0, chat_format: str | None = None,
-                 last_n_tokens_size: int = 64, verbose: bool = False, precise_activations: bool = False):
+                 n_batch: int = 512, seed: int = 0, kv: str = "f16", kv_k: str | Sequence[str] | None = None,
+                 kv_v: str | Sequence[str] | None = None, n_gpu_layers: int = 0, chat_format: str | None = None,
+                 last_n_tokens_size: int = 64, verbose: bool = False, precise_activations: bool = False,
+                 kv_window: int = 0, kv_codebook: str | os.PathLike[str] | None = None,
+                 type_k: str | int | None = None, type_v: str | int | None = None):
         path = os.fspath(model_path)
         if not os.path.exists(path):
             raise FileNotFoundError(errno.ENOENT, "model file not found", path)
@@ -144,10 +162,25 @@ class Llama:
         _check_gpu_layers(n_gpu_layers)
         self.verbose = bool(verbose)
 
+        kv_settings = kv_config.resolve(kv, kv_k, kv_v, kv_window, kv_codebook, type_k, type_v)
         self._tokenizer = _core.Tokenizer(path)
-        self._model = _core.Model(path, n_ctx=self._n_ctx, n_threads=n_threads, n_batch=n_batch,
-                                  kv_k=kv_k or kv, kv_v=kv_v or kv,
-                                  precise_activations=bool(precise_activations))
+        #: The formats kv="auto:<bits>" chose (decollama.kv_config.KVPlan), else None.
+        self.kv_plan: kv_config.KVPlan | None = None
+        k_formats, v_formats = kv_settings.k, kv_settings.v
+        if kv_settings.auto_bits is not None:
+            self.kv_plan = kv_config.plan_auto(path, kv_settings.auto_bits, kv_codebook=kv_settings.codebook,
+                                               n_threads=n_threads)
+            k_formats, v_formats = self.kv_plan.k, self.kv_plan.v
+        try:
+            self._model = _core.Model(path, n_ctx=self._n_ctx, n_threads=n_threads, n_batch=n_batch,
+                                      kv_k=k_formats, kv_v=v_formats, kv_window=kv_settings.window,
+                                      kv_codebook=kv_settings.codebook or "",
+                                      precise_activations=bool(precise_activations))
+        except ValueError as e:
+            msg = str(e)
+            if type(e) is ValueError and ("KV" in msg or "kv_" in msg or "codebook" in msg):  # name the arguments
+                raise ValueError(f"KV cache ({kv_settings.source}): {msg}") from None
+            raise
         self._chat_format_name = chat_format
         self._chat: chat_templates.ChatFormat | None = None
         if chat_format is not None:
@@ -164,6 +197,8 @@ class Llama:
             print(f"decollama: {path}: {self._model.architecture}, {self._model.n_layer} layers, "
                   f"n_embd={self._model.n_embd}, n_vocab={self._model.n_vocab}, n_ctx={self._n_ctx}, "
                   f"kv={self._model.kv_info()}", file=sys.stderr)
+            if self.kv_plan is not None:
+                print(f"decollama: {self.kv_plan}", file=sys.stderr)
 
     # ---- model facts ---------------------------------------------------------------------------
 
