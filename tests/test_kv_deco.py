@@ -230,3 +230,24 @@ def test_attention_append_batch(name, n_kv):
     for other in outs[1:]:
         for a, b in zip(outs[0], other):
             np.testing.assert_array_equal(a, b)
+
+
+# ------------------------------------------------------------------ had4 / had2: the data-free baselines
+@pytest.mark.parametrize("name,bits", [("had4", 4), ("had2", 2)])
+@pytest.mark.parametrize("t0", [0, 256])
+def test_hadamard_baseline_bit_exact(name, bits, t0):
+    """The same layout and quantizer as deco at the same bits, with mu = 0, w = 1 and no sink row."""
+    f = {f["name"]: f for f in core.kv_formats()}[name]
+    assert (f["tokens_per_block"], f["n_sink"], f["wants_query_energy"]) == (256, 0, False)
+    assert f["bits_per_element_256"] == (4.5 if bits == 4 else 2.5)
+    D = 256
+    x = kv_rows(S, D, seed=11 + t0)
+    raw = core.kv_codec_append(name, x, t0, query_energy(S, D, seed=3))  # energy ignored
+    ref = R.deco_encode_block(x, None, bits, fitted=False)
+    np.testing.assert_array_equal(block(raw, D, bits, t0 // S), ref)
+    dec = core.kv_codec_read(name, raw, D, t0, S)
+    np.testing.assert_allclose(dec, R.deco_decode_block(ref, D, bits), rtol=0, atol=1e-6 * np.abs(dec).max())
+    # the fit is what deco adds: on rows with offset outlier channels it must cut the error
+    fitted = core.kv_codec_read("deco" + str(bits), core.kv_codec_append("deco" + str(bits), x, t0), D, t0, S)
+    err = lambda d: np.linalg.norm(d[1:] - x[1:]) / np.linalg.norm(x[1:])  # noqa: E731
+    assert err(fitted) < 0.8 * err(dec)

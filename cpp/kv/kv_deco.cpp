@@ -182,7 +182,9 @@ size_t block_bytes(int64_t head_dim) {
     return deco_block_bytes(head_dim, bits);
 }
 
-template <int bits>
+// fitted = false: the had4 / had2 baselines, mu = 0 and w = 1 (a fixed Hadamard rotation in
+// front of the same row quantizer, at the same bits).
+template <int bits, bool fitted = true>
 void append(const float* rows, int64_t row_stride, int64_t n, uint8_t* stream, int64_t head_dim, int64_t t,
             const float* energy, const KVStreamConsts&) {
     const size_t rb = deco_row_bytes(head_dim, bits);
@@ -191,9 +193,14 @@ void append(const float* rows, int64_t row_stride, int64_t n, uint8_t* stream, i
     std::vector<uint16_t> mu(static_cast<size_t>(head_dim)), w(static_cast<size_t>(head_dim));
     for (int64_t b = 0; b < n; b += kDecoTokens) {
         const int64_t t0 = t + b;
-        const int64_t skip = std::max<int64_t>(0, std::min(kDecoTokens, kSink - t0));
+        const int64_t skip = fitted ? std::max<int64_t>(0, std::min(kDecoTokens, kSink - t0)) : 0;
         const float* x = rows + b * row_stride;
-        fit(x, row_stride, energy ? energy + b * head_dim : nullptr, head_dim, skip, mu.data(), w.data());
+        if (fitted) {
+            fit(x, row_stride, energy ? energy + b * head_dim : nullptr, head_dim, skip, mu.data(), w.data());
+        } else {
+            std::fill(mu.begin(), mu.end(), fp32_to_fp16(0.0f));
+            std::fill(w.begin(), w.end(), fp32_to_fp16(1.0f));
+        }
         uint8_t* block = stream + size_t(t0 / kDecoTokens) * deco_block_bytes(head_dim, bits);
         for (int64_t c = 0; c < head_dim; ++c) {
             store_u16(block + 2 * c, mu[size_t(c)]);
@@ -334,6 +341,23 @@ extern const KVFormat kKVFormatDeco2 = {
     {kv_plain_scores<scores_scalar<2>>, DECOLLAMA_DECO_SIMD(scores, kv_deco2_scores)},
     {kv_plain_accumulate<accumulate_scalar<2>>, DECOLLAMA_DECO_SIMD(accumulate, kv_deco2_accumulate)},
     /*n_sink=*/kSink, /*wants_query_energy=*/true, /*codebook_c=*/0,
+};
+
+// Data-free baselines: the deco layout and kernels with mu = 0, w = 1, no sink row.
+extern const KVFormat kKVFormatHad4 = {
+    "had4", /*dim_block=*/kDecoGroup, /*tokens_per_block=*/kDecoTokens, block_bytes<4>, append<4, false>, read<4>,
+    /*prepare_query=*/nullptr, /*query_bytes=*/nullptr,
+    {kv_plain_scores<scores_scalar<4>>, DECOLLAMA_DECO_SIMD(scores, kv_deco4_scores)},
+    {kv_plain_accumulate<accumulate_scalar<4>>, DECOLLAMA_DECO_SIMD(accumulate, kv_deco4_accumulate)},
+    /*n_sink=*/0, /*wants_query_energy=*/false, /*codebook_c=*/0,
+};
+
+extern const KVFormat kKVFormatHad2 = {
+    "had2", /*dim_block=*/kDecoGroup, /*tokens_per_block=*/kDecoTokens, block_bytes<2>, append<2, false>, read<2>,
+    /*prepare_query=*/nullptr, /*query_bytes=*/nullptr,
+    {kv_plain_scores<scores_scalar<2>>, DECOLLAMA_DECO_SIMD(scores, kv_deco2_scores)},
+    {kv_plain_accumulate<accumulate_scalar<2>>, DECOLLAMA_DECO_SIMD(accumulate, kv_deco2_accumulate)},
+    /*n_sink=*/0, /*wants_query_energy=*/false, /*codebook_c=*/0,
 };
 
 #undef DECOLLAMA_DECO_SIMD

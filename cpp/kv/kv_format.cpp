@@ -11,11 +11,14 @@ extern const KVFormat kKVFormatQ8_0;
 extern const KVFormat kKVFormatQ4_0;
 extern const KVFormat kKVFormatDeco4;
 extern const KVFormat kKVFormatDeco2;
+extern const KVFormat kKVFormatHad4;
+extern const KVFormat kKVFormatHad2;
 
 namespace {
 
 const KVFormat* const kKVFormats[] = {&kKVFormatF32, &kKVFormatF16, &kKVFormatQ8_0, &kKVFormatQ4_0,
-                                      &kKVFormatDeco4, &kKVFormatDeco2};
+                                      &kKVFormatDeco4, &kKVFormatDeco2,
+                                      &kKVFormatHad4, &kKVFormatHad2};
 
 }  // namespace
 

@@ -290,14 +290,18 @@ def deco_unpack_rows(raw, D, bits):
 
 
 # ------------------------------------------------------------------------------------------ blocks
-def deco_encode_block(X, energy, bits, n_skip=0):
+def deco_encode_block(X, energy, bits, n_skip=0, fitted=True):
     """X [S, D] (fp16-rounded rows of the block), energy [S, D] or None -> uint8 [deco_block_bytes]:
-    mu fp16[D], w fp16[D], then S rows; rows t < n_skip are zero bytes."""
+    mu fp16[D], w fp16[D], then S rows; rows t < n_skip are zero bytes. fitted=False: the had4/had2
+    baselines, the same layout and quantizer with mu = 0 and w = 1 (a fixed Hadamard rotation)."""
     _check_bits(bits)
     X = np.asarray(X, dtype=np.float32)
     S, D = X.shape
     _check_d(D)
-    mu, w = deco_fit(X, energy, n_skip)
+    if fitted:
+        mu, w = deco_fit(X, energy, n_skip)
+    else:
+        mu, w = np.zeros(D, np.float16), np.ones(D, np.float16)
     rb = deco_row_bytes(D, bits)
     rows = np.zeros((S, rb), np.uint8)
     if n_skip < S:
