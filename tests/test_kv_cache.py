@@ -119,8 +119,9 @@ def test_format_errors():
     with pytest.raises(ValueError, match="multiple of 32"):
         core.kv_attention(q, k, v, 1, 1, kv_v="q4_0")
     formats = core.kv_formats()
-    assert [f["name"] for f in formats] == FORMATS
-    assert all(64 % f["tokens_per_block"] == 0 for f in formats)  # attention tiles of 64 keys
+    assert [f["name"] for f in formats][:len(FORMATS)] == FORMATS
+    # attention tiles of 64 keys never straddle a block: blocks divide 64 or are whole tiles
+    assert all(64 % f["tokens_per_block"] == 0 or f["tokens_per_block"] % 64 == 0 for f in formats)
 
 
 # ---- the cache of a model ------------------------------------------------------------------------
