@@ -30,9 +30,10 @@ def round_up(x, a):
     return (x + a - 1) // a * a
 
 
-def ring_rows(f, kv_window):
+def ring_rows(f, kv_window, n_ctx=None):
     s = f["tokens_per_block"]
-    return round_up(max(kv_window, s if s > 1 else 0), 64)
+    r = round_up(max(kv_window, s if s > 1 else 0), 64)
+    return r if n_ctx is None else min(r, round_up(n_ctx, 64))  # never more rows than the context
 
 
 def first_ring(f, n, kv_window):
@@ -222,7 +223,7 @@ LAYOUT_FORMATS = ["f32", "f16", "q8_0", "q4_0", "deco4", "deco2", "had4", "had2"
 
 def stream_bytes(name, kind, d, n_ctx, kv_window):
     f = FORMATS[name]
-    s, r = f["tokens_per_block"], ring_rows(f, kv_window)
+    s, r = f["tokens_per_block"], ring_rows(f, kv_window, n_ctx)
     energy = 4 * r * d if kind == "k" and f["wants_query_energy"] and r > 0 else 0
     return round_up(energy + 2 * r * d + 2 * f["n_sink"] * d + (n_ctx // s) * block_bytes(name, d, s), 64)
 
@@ -559,3 +560,13 @@ def test_block_format_context_shorter_than_a_block(llama2l, fmt):
     m = core.Model(llama2l, n_ctx=100, n_threads=2, kv_k=fmt, kv_v=fmt)
     ref = core.Model(llama2l, n_ctx=100, n_threads=2).eval(toks, logits="all")
     assert_rel(m.eval(toks, logits="all"), ref, 1e-4, fmt)
+
+
+def test_window_beyond_the_context_is_capped(tmp_path_factory):
+    """A kv_window larger than n_ctx allocates a ring of at most round_up(n_ctx, 64) rows."""
+    path = str(tiny_models.tiny_gguf("llama", "f32", tmp_path_factory))
+    small = core.Model(path, n_ctx=64, n_threads=1, kv_k="f32", kv_v="f16", kv_window=64)
+    huge = core.Model(path, n_ctx=64, n_threads=1, kv_k="f32", kv_v="f16", kv_window=10 ** 12)
+    assert huge.kv_info()["bytes_allocated"] == small.kv_info()["bytes_allocated"]
+    np.testing.assert_array_equal(small.eval(list(range(1, 40)), logits="last"),
+                                  huge.eval(list(range(1, 40)), logits="last"))

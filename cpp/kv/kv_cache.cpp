@@ -71,7 +71,7 @@ KVCache::KVCache(int64_t n_ctx, int64_t n_head_kv, int64_t head_dim_k, int64_t h
                                               " needs a codebook (kv_codebook=...) with layer " + std::to_string(il) +
                                               (kind == KVKind::K ? " keys" : " values"));
             StreamLayout s{};
-            s.ring_rows = ring_rows_for(f, window_);
+            s.ring_rows = std::min(ring_rows_for(f, window_), int64_t(round_up(size_t(n_ctx), size_t(kKVTileTokens))));
             s.energy_rows = kind == KVKind::K && f.wants_query_energy && s.ring_rows > 0;
             size_t at = 0;
             s.energy = at;  // floats first: the stream start is aligned

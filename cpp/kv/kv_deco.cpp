@@ -105,6 +105,19 @@ void fit(const float* rows, int64_t row_stride, const float* energy, int64_t hea
 
 // ---- row quantizer -----------------------------------------------------------------------------
 
+// 2-bit range clipping factors, tried in this order (README).
+constexpr float kClip2[] = {1.0f, 0.9f, 0.8f, 0.7f, 0.6f, 0.5f};
+constexpr int kNumClip2 = int(sizeof(kClip2) / sizeof(kClip2[0]));
+
+// clamp(rint((a + off) / step), 0, L); 0 when step is 0.
+template <int bits>
+int group_code(float a, float step, float off) {
+    constexpr int L = (1 << bits) - 1;
+    if (step == 0.0f) return 0;
+    const float r = std::nearbyint((a + off) / step);
+    return r <= 0.0f ? 0 : r >= float(L) ? L : int(r);
+}
+
 // Quantizes transformed coefficients a[D] into one row (README, all fp32). tmp: 2 G floats.
 template <int bits>
 void quantize_row(const float* a, int64_t head_dim, uint8_t* row, float* tmp) {
@@ -136,19 +149,38 @@ void quantize_row(const float* a, int64_t head_dim, uint8_t* row, float* tmp) {
     uint8_t* codes = row + deco_codes_offset(head_dim);
     std::memset(codes, 0, size_t(head_dim * bits / 8));
     for (int64_t g = 0; g < G; ++g) {
-        const float s = d == 0.0f ? 0.0f : std::ceil((rng[g] / float(L)) / d);
-        const float m = dm == 0.0f ? 0.0f : std::ceil((0.0f - lo[g]) / dm);
-        sc[g] = s >= 255.0f ? uint8_t(255) : uint8_t(s);
-        mq[g] = m >= 255.0f ? uint8_t(255) : uint8_t(m);
+        const float* ag = a + g * kDecoGroup;
+        // 2-bit: the group's range is clipped toward 0 by the factor (first of kClip2) that gives
+        // the least squared error: min/max levels waste two of four levels on the tails.
+        uint8_t best_sc = 0, best_mq = 0;
+        float best_err = 0.0f;
+        const int n_clip = bits == 2 ? kNumClip2 : 1;
+        for (int c = 0; c < n_clip; ++c) {
+            const float r = kClip2[c];
+            const float lo_r = rounded(lo[g] * r), rng_r = rounded(rng[g] * r);
+            const float sf = d == 0.0f ? 0.0f : std::ceil((rng_r / float(L)) / d);
+            const float mf = dm == 0.0f ? 0.0f : std::ceil((0.0f - lo_r) / dm);
+            const uint8_t sc_c = sf >= 255.0f ? uint8_t(255) : uint8_t(sf);
+            const uint8_t mq_c = mf >= 255.0f ? uint8_t(255) : uint8_t(mf);
+            if (n_clip == 1) {
+                best_sc = sc_c, best_mq = mq_c;
+                break;
+            }
+            const float step = rounded(d * float(sc_c)), off = rounded(dm * float(mq_c));
+            float err = 0.0f;
+            for (int64_t i = 0; i < kDecoGroup; ++i) {
+                const float e = rounded(rounded(step * float(group_code<bits>(ag[i], step, off))) - off) - ag[i];
+                err = rounded(err + rounded(e * e));
+            }
+            if (c == 0 || err < best_err) best_err = err, best_sc = sc_c, best_mq = mq_c;
+        }
+        sc[g] = best_sc;
+        mq[g] = best_mq;
         const float step = rounded(d * float(sc[g]));
         const float off = rounded(dm * float(mq[g]));
         uint8_t* gc = codes + g * int64_t(deco_group_code_bytes(bits));
         for (int64_t i = 0; i < kDecoGroup; ++i) {
-            int code = 0;
-            if (step != 0.0f) {
-                const float r = std::nearbyint((a[g * kDecoGroup + i] + off) / step);
-                code = r <= 0.0f ? 0 : r >= float(L) ? L : int(r);
-            }
+            const int code = group_code<bits>(ag[i], step, off);
             if (bits == 4)
                 gc[i % 32] |= uint8_t(code << (4 * (i / 32)));
             else

@@ -178,6 +178,17 @@ def _safe_div(num, den):
     return np.where(nz, r, np.float32(0)).astype(np.float32)
 
 
+# 2-bit groups: range clipping factors toward 0, tried in order; the least squared error wins.
+CLIP2 = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5)
+
+
+def _codes(a, step, off, L):
+    """clip(rint((a + off) / step), 0, L) per group ([T, G, 64]); 0 where step is 0."""
+    num = (a + off[:, :, None]).astype(np.float32)
+    t = _safe_div(num, np.broadcast_to(step[:, :, None], num.shape))
+    return np.clip(np.rint(t), 0, L).astype(np.uint8)
+
+
 def deco_quantize_rows(A, bits):
     """A [T, D] transformed coefficients (fp32) -> (d fp16 [T], dm fp16 [T], sc uint8 [T, G],
     mq uint8 [T, G], codes uint8 [T, D] in 0..L)."""
@@ -202,15 +213,37 @@ def deco_quantize_rows(A, bits):
         dm = (neg_lo.max(axis=1) / np.float32(255)).astype(np.float32).astype(np.float16)
     d32 = d.astype(np.float32)[:, None]
     dm32 = dm.astype(np.float32)[:, None]
-    sc_f = np.ceil(_safe_div((rng / np.float32(L)).astype(np.float32), d32))
-    mq_f = np.ceil(_safe_div(neg_lo, dm32))
-    sc = np.minimum(sc_f, np.float32(255)).astype(np.uint8)
-    mq = np.minimum(mq_f, np.float32(255)).astype(np.uint8)
+    clips = CLIP2 if bits == 2 else CLIP2[:1]
+    best = None
+    for r in clips:
+        r = np.float32(r)
+        lo_r = (lo * r).astype(np.float32)
+        rng_r = (rng * r).astype(np.float32)
+        sc_f = np.ceil(_safe_div((rng_r / np.float32(L)).astype(np.float32), d32))
+        mq_f = np.ceil(_safe_div((zero - lo_r).astype(np.float32), dm32))
+        sc_c = np.minimum(sc_f, np.float32(255)).astype(np.uint8)
+        mq_c = np.minimum(mq_f, np.float32(255)).astype(np.uint8)
+        if len(clips) == 1:
+            sc, mq = sc_c, mq_c
+            break
+        step = (d32 * sc_c.astype(np.float32)).astype(np.float32)
+        off = (dm32 * mq_c.astype(np.float32)).astype(np.float32)
+        q = _codes(a, step, off, L).astype(np.float32)
+        deq = ((step[:, :, None] * q).astype(np.float32) - off[:, :, None]).astype(np.float32)
+        e = (deq - a).astype(np.float32)
+        err = np.zeros(e.shape[:2], np.float32)
+        for i in range(GROUP):                                 # sequential fp32 sum over the group
+            err = (err + (e[:, :, i] * e[:, :, i]).astype(np.float32)).astype(np.float32)
+        if best is None:
+            best, sc, mq = err, sc_c, mq_c
+        else:
+            better = err < best                               # strictly: the first factor wins ties
+            best = np.where(better, err, best)
+            sc = np.where(better, sc_c, sc)
+            mq = np.where(better, mq_c, mq)
     step = (d32 * sc.astype(np.float32)).astype(np.float32)
     off = (dm32 * mq.astype(np.float32)).astype(np.float32)
-    num = (a + off[:, :, None]).astype(np.float32)
-    t = _safe_div(num, np.broadcast_to(step[:, :, None], num.shape))
-    codes = np.clip(np.rint(t), 0, L).astype(np.uint8).reshape(T, D)
+    codes = _codes(a, step, off, L).reshape(T, D)
     return d, dm, sc, mq, codes
 
 
