@@ -10,5 +10,6 @@ void bind_quant(nanobind::module_& m);
 void bind_sampling(nanobind::module_& m);
 void bind_model(nanobind::module_& m);
 void bind_tokenizer(nanobind::module_& m);
+void bind_kv(nanobind::module_& m);
 
 }  // namespace decollama::py

@@ -22,4 +22,5 @@ NB_MODULE(_core, m) {
     decollama::py::bind_sampling(m);
     decollama::py::bind_model(m);
     decollama::py::bind_tokenizer(m);
+    decollama::py::bind_kv(m);
 }

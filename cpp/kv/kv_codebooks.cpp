@@ -6,6 +6,7 @@
 
 #include "common/error.h"
 #include "gguf/gguf_file.h"
+#include "kv/kv_cq_simd.h"
 #include "quant/scalar_kernels.h"
 
 namespace decollama {
@@ -67,33 +68,50 @@ KVCodebooks::KVCodebooks(const std::string& path, int64_t n_layer, int64_t n_hea
             dequantize_row_f16(t.data, values.data(), t.n_elements());
         for (float v : values)
             if (!std::isfinite(v)) throw GGUFError(path, "tensor " + t.name, "holds a non-finite value");
+        if (c > 0) {
+            std::vector<float>& t_values = transposed_[Key{il, int(kk), c}];
+            t_values.resize(values.size());
+            const size_t per_head = size_t(hd * kCentroids);
+            for (int64_t h = 0; h < n_head_kv; ++h)
+                cq_transpose_codebook(values.data() + size_t(h) * per_head, hd, c, t_values.data() + size_t(h) * per_head);
+        }
         tables_[Key{il, int(kk), c}] = std::move(values);
     }
 }
 
+const std::vector<float>& KVCodebooks::table(const std::map<Key, std::vector<float>>& tables, int64_t layer,
+                                             KVKind kind, int64_t c) const {
+    const auto it = tables.find(Key{layer, int(kind), c});
+    if (it == tables.end()) {
+        const std::string name = "cq." + std::to_string(layer) + "." + kind_name(kind) + "." +
+                                 (c == 0 ? std::string("metric") : "c" + std::to_string(c));
+        throw InvalidArgument("KV codebook file " + path_ + " has no tensor " + name +
+                              (c == 0 ? std::string() : " (calibrate with --channels " + std::to_string(c) + ")"));
+    }
+    return it->second;
+}
+
 const float* KVCodebooks::codebook(int64_t layer, KVKind kind, int64_t head, int64_t c) const {
-    const auto it = tables_.find(Key{layer, int(kind), c});
-    if (it == tables_.end())
-        throw InvalidArgument("KV codebook file " + path_ + " has no tensor cq." + std::to_string(layer) + "." +
-                              kind_name(kind) + ".c" + std::to_string(c) + " (calibrate with --channels " +
-                              std::to_string(c) + ")");
     const int64_t hd = kind == KVKind::K ? head_dim_k_ : head_dim_v_;
-    return it->second.data() + size_t(head * hd * kCentroids);
+    return table(tables_, layer, kind, c).data() + size_t(head * hd * kCentroids);
+}
+
+const float* KVCodebooks::codebook_t(int64_t layer, KVKind kind, int64_t head, int64_t c) const {
+    const int64_t hd = kind == KVKind::K ? head_dim_k_ : head_dim_v_;
+    return table(transposed_, layer, kind, c).data() + size_t(head * hd * kCentroids);
 }
 
 const float* KVCodebooks::metric(int64_t layer, KVKind kind, int64_t head) const {
-    const auto it = tables_.find(Key{layer, int(kind), 0});
-    if (it == tables_.end())
-        throw InvalidArgument("KV codebook file " + path_ + " has no tensor cq." + std::to_string(layer) + "." +
-                              kind_name(kind) + ".metric");
     const int64_t hd = kind == KVKind::K ? head_dim_k_ : head_dim_v_;
-    return it->second.data() + size_t(head * hd);
+    return table(tables_, layer, kind, 0).data() + size_t(head * hd);
 }
 
 size_t KVCodebooks::bytes(int64_t c) const {
     size_t total = 0;
     for (const auto& [key, values] : tables_)
         if (std::get<2>(key) == c || std::get<2>(key) == 0) total += values.size() * sizeof(float);
+    for (const auto& [key, values] : transposed_)
+        if (std::get<2>(key) == c) total += values.size() * sizeof(float);
     return total;
 }
 

@@ -27,16 +27,27 @@ public:
     // [head_dim / c][256][c] of (layer, kind, head); InvalidArgument naming the file when the
     // file has no codebook for c channels per code there.
     const float* codebook(int64_t layer, KVKind kind, int64_t head, int64_t c) const;
+    // The same codebook transposed, [head_dim / c][c][256] (the CQ encoder and query tables
+    // read it across centroids).
+    const float* codebook_t(int64_t layer, KVKind kind, int64_t head, int64_t c) const;
     // [head_dim] encode metric of (layer, kind, head).
     const float* metric(int64_t layer, KVKind kind, int64_t head) const;
-    // fp32 bytes of the loaded codebooks and metrics used by formats with c channels per code.
+    // The constants of one stream of a format with c channels per code.
+    KVStreamConsts consts(int64_t layer, KVKind kind, int64_t head, int64_t c) const {
+        return KVStreamConsts{codebook(layer, kind, head, c), metric(layer, kind, head), codebook_t(layer, kind, head, c)};
+    }
+    // fp32 bytes of the loaded codebooks (and their transposed copies) and metrics used by
+    // formats with c channels per code.
     size_t bytes(int64_t c) const;
 
 private:
     using Key = std::tuple<int64_t, int, int64_t>;  // layer, kind, c (0 = metric)
+    const std::vector<float>& table(const std::map<Key, std::vector<float>>& tables, int64_t layer, KVKind kind,
+                                    int64_t c) const;
     std::string path_;
     int64_t n_head_kv_, head_dim_k_, head_dim_v_;
     std::map<Key, std::vector<float>> tables_;
+    std::map<Key, std::vector<float>> transposed_;  // codebooks only
 };
 
 }  // namespace decollama

@@ -9,6 +9,9 @@ extern const KVFormat kKVFormatF32;
 extern const KVFormat kKVFormatF16;
 extern const KVFormat kKVFormatQ8_0;
 extern const KVFormat kKVFormatQ4_0;
+extern const KVFormat kKVFormatCq4;
+extern const KVFormat kKVFormatCq2;
+extern const KVFormat kKVFormatCq1;
 extern const KVFormat kKVFormatDeco4;
 extern const KVFormat kKVFormatDeco2;
 extern const KVFormat kKVFormatHad4;
@@ -18,7 +21,8 @@ namespace {
 
 const KVFormat* const kKVFormats[] = {&kKVFormatF32, &kKVFormatF16, &kKVFormatQ8_0, &kKVFormatQ4_0,
                                       &kKVFormatDeco4, &kKVFormatDeco2,
-                                      &kKVFormatHad4, &kKVFormatHad2};
+                                      &kKVFormatHad4, &kKVFormatHad2,
+                                      &kKVFormatCq4, &kKVFormatCq2, &kKVFormatCq1};
 
 }  // namespace
 

@@ -33,10 +33,13 @@ constexpr int64_t kKVTileTokens = 64;
 
 // Per-stream constants a format may read (model data, not per-token storage): the CQ codebook
 // of this (layer, K or V, KV head) as [head_dim / c][256][c] fp32, and its encode metric
-// [head_dim]. Null members for formats without one.
+// [head_dim]. Null members for formats without one. codebook_t: optional transposed copy of
+// the codebook, [head_dim / c][c][256] (KVCodebooks keeps one), which the CQ encoder and query
+// tables read with SIMD across centroids; when null they transpose a copy per call.
 struct KVStreamConsts {
     const float* codebook = nullptr;
     const float* metric = nullptr;
+    const float* codebook_t = nullptr;
 };
 
 // Stores n rows (row i at rows + i * row_stride) as tokens [t, t + n) of a stream. For
