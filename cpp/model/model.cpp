@@ -64,8 +64,7 @@ KVCacheOptions cache_options(const ModelOptions& o, const HParams& hp, const std
                 throw InvalidArgument(std::string("KV format ") + f.name +
                                       " needs codebooks: pass kv_codebook=<file from decollama-calibrate>");
             for (int64_t h = 0; h < hp.n_head_kv; ++h)
-                c.consts.push_back(f.codebook_c > 0 ? KVStreamConsts{books->codebook(int64_t(il), kind, h, f.codebook_c),
-                                                                     books->metric(int64_t(il), kind, h)}
+                c.consts.push_back(f.codebook_c > 0 ? books->consts(int64_t(il), kind, h, f.codebook_c)
                                                     : KVStreamConsts{});
         }
     return c;
