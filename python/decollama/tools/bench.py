@@ -10,6 +10,15 @@ like llama-bench's pp<d> and tg<gen> @ d<d>. Tokens are drawn at random from the
 untimed warm-up per model load.
 
     decollama-bench -m model.gguf --depth 512,4096 --gen 64 --kv f16,q8_0 --vs-llama-cpp
+
+Decode at depth (--depths and/or --kv-list): for each format and depth d, the cache is filled to d
+tokens (evaluated in batches, no logits), then --gen single-token decode steps are timed one by
+one; the table gives the median step as tok/s and ms/token, the ratio to f16 at the same depth
+(f16 is measured too when the list lacks it), the KV cache's MiB at that depth, and the attention
+share of a step estimated as ms/token(d) - ms/token(64 tokens deep), measured on the same format
+(what grows with the context; the rest of a step does not depend on it).
+
+    decollama-bench -m model.gguf --depths 512,4096,16384 --kv-list f16,q8_0,q4_0,k:deco4,v:deco2 --gen 64
 """
 import argparse
 import datetime
@@ -21,9 +30,11 @@ import time
 import numpy as np
 
 from . import _cli
-from ._engines import LLAMA_CPP_KV_TYPES, DecollamaEngine, LlamaCppEngine, llama_cpp_available
+from . import perplexity as ppl
+from ._engines import LLAMA_CPP_KV_TYPES, LlamaCppEngine, llama_cpp_available
 
 PROG = "decollama-bench"
+BASELINE_DEPTH = 64  # the attention estimate subtracts the step time this deep
 
 
 def model_context_length(path: str) -> int:
@@ -101,6 +112,114 @@ def markdown_table(rows: list, with_llama_cpp: bool) -> str:
     return "\n".join(lines)
 
 
+def kv_mib(info: dict, depth: int) -> float:
+    """MiB the cache holds for `depth` tokens: the core's figure for what is in use when it gives one
+    (kv_info()["bytes_in_use"]: sink rows, fp16 ring and block headers included), else
+    depth x bytes_per_token."""
+    if "bytes_in_use" in info:
+        return float(info["bytes_in_use"]) / 2**20
+    return depth * float(info["bytes_per_token"]) / 2**20
+
+
+def decode_steps(engine, tokens: list, depth: int, gen: int) -> tuple:
+    """(seconds of each of `gen` single-token decode steps, KV MiB) after filling an empty cache
+    to `depth` tokens (batches of n_batch, no logits)."""
+    model = engine.model
+    model.reset()
+    model.eval(tokens[:depth], logits="none")
+    mib = kv_mib(dict(model.kv_info()), depth)
+    steps = []
+    for tok in tokens[depth:depth + gen]:
+        t0 = time.perf_counter()
+        model.eval([tok], logits="last")
+        steps.append(time.perf_counter() - t0)
+    return steps, mib
+
+
+def decode_at_depths(engines: list, tokens: list, depths: list, gen: int, repeats: int, bar) -> list:
+    """Per engine, {depth: (median seconds per step, KV MiB, median seconds per step at the baseline
+    depth)}. The engines take turns at every depth and repeat, and each depth's baseline (64 tokens
+    deep) is measured right before it, so a busy spell on a shared machine hits the figures compared
+    with each other alike."""
+    for engine in engines:  # warm-up: first touches of the weights and buffers are not measured
+        decode_steps(engine, tokens, min(32, len(tokens) - 2), 1)
+    results = [{} for _ in engines]
+    for depth in depths:
+        steps = [[] for _ in engines]
+        base = [[] for _ in engines]
+        mib = [None] * len(engines)
+        for _ in range(repeats):
+            for i, engine in enumerate(engines):
+                base[i] += decode_steps(engine, tokens, BASELINE_DEPTH, gen)[0]
+                got, mib[i] = decode_steps(engine, tokens, depth, gen)
+                steps[i] += got
+        for i in range(len(engines)):
+            results[i][depth] = (statistics.median(steps[i]), mib[i], statistics.median(base[i]))
+        if bar is not None:
+            bar.update(1)
+    return results
+
+
+def depth_table(rows: list) -> str:
+    head = ["KV", "depth", "KV MiB", "decode tok/s", "ms/token", "vs f16",
+            f"attention ms/token (≈ ms/token − ms/token at depth {BASELINE_DEPTH})"]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for r in rows:
+        cells = [r["kv"], str(r["depth"]), f"{r['kv_mib']:.3f}", _fmt(r["decode_tok_s"]), f"{r['ms_per_token']:.3f}",
+                 _fmt(r.get("vs_f16"), 2), "n/a" if r.get("attention_ms") is None else f"{r['attention_ms']:.3f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def run_depth_mode(args) -> int:
+    from tqdm import tqdm
+
+    items = ppl.split_kv_list(args.kv_list or args.kv, "--kv-list")
+    added_f16 = "f16" not in items
+    items = ["f16"] + [item for item in items if item != "f16"]  # the ratio's reference first
+    depths = list(dict.fromkeys(args.depths or args.depth))
+    need = max(depths + [BASELINE_DEPTH]) + args.gen
+    n_ctx_train = model_context_length(args.model)
+    if need > n_ctx_train:
+        raise _cli.UsageError(f"depth {max(depths)} + --gen {args.gen} = {need} tokens is more than the "
+                              f"model's context length {n_ctx_train}")
+    n_ctx = args.ctx or need
+    if need > n_ctx:
+        raise _cli.UsageError(f"depth {max(depths)} + --gen {args.gen} = {need} tokens does not fit --ctx {n_ctx}")
+    repeats = args.repeats or 1
+    # --kv-window / --kv-codebook apply to the formats measured, not to the f16 reference.
+    configs = [(item, ppl.KVConfig() if item == "f16" else
+                ppl.kv_config(item, window=args.kv_window, codebook=args.kv_codebook)) for item in items]
+    engines = [ppl.NativeEngine(args.model, n_ctx, args.threads, args.batch, kv) for _, kv in configs]
+    tokens = bench_tokens(engines[0].n_vocab, engines[0].bos, need, args.seed)
+    with tqdm(total=len(depths), desc="bench", unit="depth", file=sys.stderr) as bar:
+        results = decode_at_depths(engines, tokens, depths, args.gen, repeats, bar)
+    del engines
+
+    rows = []
+    f16 = results[0]  # items[0] is f16
+    for (item, _), got in zip(configs, results):
+        for depth in depths:
+            step, mib, base_step = got[depth]
+            rows.append({"kv": item, "depth": depth, "gen": args.gen, "kv_mib": mib, "decode_tok_s": 1.0 / step,
+                         "ms_per_token": 1000.0 * step, "vs_f16": f16[depth][0] / step,
+                         "attention_ms": 1000.0 * (step - base_step), "baseline_ms_per_token": 1000.0 * base_step})
+
+    if args.json:
+        print(json.dumps({"model": args.model, "threads": args.threads, "batch": args.batch, "gen": args.gen,
+                          "repeats": repeats, "n_ctx": n_ctx, "baseline_depth": BASELINE_DEPTH,
+                          "kv_window": args.kv_window, "kv_codebook": args.kv_codebook, "rows": rows}))
+    else:
+        date = datetime.date.today().isoformat()
+        extra = "" if args.kv_window is None else f", --kv-window {args.kv_window} (not on the f16 reference)"
+        print(f"{date}, {args.model}: {args.threads} threads, batch {args.batch}, n_ctx {n_ctx}{extra}; decode "
+              f"at depth: median of {args.gen * repeats} single-token steps after filling the cache; "
+              f"attention ms/token = ms/token at the depth − ms/token at depth {BASELINE_DEPTH}, same format"
+              + ("; f16 added as the reference" if added_f16 else "") + "\n")
+        print(depth_table(rows))
+    return 0
+
+
 def parse_args(argv):
     p = argparse.ArgumentParser(prog=PROG, description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -112,13 +231,19 @@ def parse_args(argv):
                    help="KV-cache formats, comma-separated; K/V for a pair, e.g. f16,q8_0,q8_0/q4_0")
     p.add_argument("--ctx", type=_cli.positive_int, default=None,
                    help="context size of the cache (default: the largest depth + --gen)")
-    p.add_argument("--repeats", type=_cli.positive_int, default=3, help="measurements per cell (default 3)")
+    p.add_argument("--repeats", type=_cli.positive_int, default=None,
+                   help="measurements per cell (default 3; with --depths/--kv-list: cache fills per cell, default 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random tokens (default 0)")
     p.add_argument("--vs-llama-cpp", action="store_true",
                    help="also measure llama.cpp (llama-cpp-python) and print the ratios")
+    p.add_argument("--depths", type=_cli.int_list, default=None,
+                   help="decode-at-depth table for these depths (e.g. 512,4096,16384): see above")
+    p.add_argument("--kv-list", default=None,
+                   help="decode-at-depth table for these KV settings (e.g. f16,q8_0,k:deco4,v:deco2,auto:3)")
+    ppl.add_kv_extra_args(p)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     args = p.parse_args(argv)
-    if not args.depth:
+    if not args.depth or (args.depths is not None and not args.depths):
         p.error("--depth: no depth given")
     return args
 
@@ -128,7 +253,11 @@ def _main(argv) -> int:
 
     args = parse_args(argv)
     _cli.existing_file(args.model, "model file")
-    kvs = _cli.parse_kv_list(args.kv)
+    if args.depths is not None or args.kv_list is not None:
+        return run_depth_mode(args)
+    args.repeats = args.repeats or 3
+    kvs = [ppl.kv_config(item, window=args.kv_window, codebook=args.kv_codebook)
+           for item in ppl.split_kv_list(args.kv)]
     depths = args.depth
     need = max(depths) + args.gen
     n_ctx_train = model_context_length(args.model)
@@ -146,18 +275,20 @@ def _main(argv) -> int:
                         "(pip install llama-cpp-python)")
         vs = False
 
-    def ours(k, v):
-        return DecollamaEngine(args.model, n_ctx, args.threads, args.batch, k, v)
+    def ours(kv):
+        return ppl.NativeEngine(args.model, n_ctx, args.threads, args.batch, kv)
 
     def theirs(k, v):
         return LlamaCppEngine(args.model, n_ctx, args.threads, args.batch, k, v)
 
     rows = []
     with tqdm(total=len(kvs) * len(depths), desc="bench", unit="cell", file=sys.stderr) as bar:
-        for k, v in kvs:
-            # A decollama-only format has nothing to compare with.
-            compare = vs and k in LLAMA_CPP_KV_TYPES and v in LLAMA_CPP_KV_TYPES
-            engines = [ours(k, v)] + ([theirs(k, v)] if compare else [])
+        for kv in kvs:
+            k, v = (kv.spec, kv.spec) if kv.spec else (kv.k, kv.v)
+            # A decollama-only format (or setting) has nothing to compare with.
+            compare = (vs and not kv.spec and kv.window is None and kv.codebook is None
+                       and k in LLAMA_CPP_KV_TYPES and v in LLAMA_CPP_KV_TYPES)
+            engines = [ours(kv)] + ([theirs(k, v)] if compare else [])
             results = bench_format(engines, depths, args.gen, args.repeats, args.seed, bar)
             for depth, measured in zip(depths, results):
                 row = {"kv_k": k, "kv_v": v, "depth": depth, "gen": args.gen,
