@@ -195,11 +195,13 @@ void add_consts(const KVFormat& f, int64_t n_head_kv, int64_t hd, const OptFloat
 // time (0: all at once), then attends with the last n_q positions' queries q. q_cache: the
 // queries of all n_kv positions, for key formats fitted to them. Returns the attention output
 // and the cache as attention reads it, for a numpy reference.
-nb::tuple kv_attention(const FloatMatrix& q, const FloatMatrix& k, const FloatMatrix& v, int64_t n_head,
-                       int64_t n_head_kv, const std::string& kv_k, const std::string& kv_v, int64_t window,
-                       const std::string& cpu_path, int n_threads, int64_t append_batch, int64_t kv_window,
-                       const OptFloatArray& q_cache, const OptFloatArray& k_codebook, const OptFloatArray& k_metric,
-                       const OptFloatArray& v_codebook, const OptFloatArray& v_metric) {
+// multi_query false: attention loops the formats' single-query kernels (kv_attention_single_query).
+nb::tuple kv_attention_run(const FloatMatrix& q, const FloatMatrix& k, const FloatMatrix& v, int64_t n_head,
+                           int64_t n_head_kv, const std::string& kv_k, const std::string& kv_v, int64_t window,
+                           const std::string& cpu_path, int n_threads, int64_t append_batch, int64_t kv_window,
+                           const OptFloatArray& q_cache, const OptFloatArray& k_codebook,
+                           const OptFloatArray& k_metric, const OptFloatArray& v_codebook,
+                           const OptFloatArray& v_metric, bool multi_query) {
     const int64_t n_q = int64_t(q.shape(0)), n_kv = int64_t(k.shape(0));
     if (n_head <= 0 || n_head_kv <= 0 || n_head % n_head_kv != 0 || q.shape(1) % size_t(n_head) != 0 ||
         k.shape(1) % size_t(n_head_kv) != 0 || v.shape(1) % size_t(n_head_kv) != 0)
@@ -238,6 +240,7 @@ nb::tuple kv_attention(const FloatMatrix& q, const FloatMatrix& k, const FloatMa
                         q_cache ? q_cache->data() + t * n_head * hd_k : nullptr, n_head, pool);
         }
         Attention attention(cache, pool.size(), n_q, n_head);
+        attention.set_multi_query(multi_query);
         attention.run(q.data(), n_q, n_kv - n_q, 0, window, out.get(), pool, path);
 
         std::vector<float> rows(size_t(n_kv * std::max(hd_k, hd_v)));
@@ -253,6 +256,25 @@ nb::tuple kv_attention(const FloatMatrix& q, const FloatMatrix& k, const FloatMa
     return nb::make_tuple(owned_array(std::move(out), {size_t(n_q), size_t(n_head * hd_v)}),
                           owned_array(std::move(k_read), {size_t(n_kv), size_t(n_head_kv * hd_k)}),
                           owned_array(std::move(v_read), {size_t(n_kv), size_t(n_head_kv * hd_v)}));
+}
+
+nb::tuple kv_attention(const FloatMatrix& q, const FloatMatrix& k, const FloatMatrix& v, int64_t n_head,
+                       int64_t n_head_kv, const std::string& kv_k, const std::string& kv_v, int64_t window,
+                       const std::string& cpu_path, int n_threads, int64_t append_batch, int64_t kv_window,
+                       const OptFloatArray& q_cache, const OptFloatArray& k_codebook, const OptFloatArray& k_metric,
+                       const OptFloatArray& v_codebook, const OptFloatArray& v_metric) {
+    return kv_attention_run(q, k, v, n_head, n_head_kv, kv_k, kv_v, window, cpu_path, n_threads, append_batch,
+                            kv_window, q_cache, k_codebook, k_metric, v_codebook, v_metric, true);
+}
+
+nb::tuple kv_attention_single_query(const FloatMatrix& q, const FloatMatrix& k, const FloatMatrix& v, int64_t n_head,
+                                    int64_t n_head_kv, const std::string& kv_k, const std::string& kv_v,
+                                    int64_t window, const std::string& cpu_path, int n_threads, int64_t append_batch,
+                                    int64_t kv_window, const OptFloatArray& q_cache, const OptFloatArray& k_codebook,
+                                    const OptFloatArray& k_metric, const OptFloatArray& v_codebook,
+                                    const OptFloatArray& v_metric) {
+    return kv_attention_run(q, k, v, n_head, n_head_kv, kv_k, kv_v, window, cpu_path, n_threads, append_batch,
+                            kv_window, q_cache, k_codebook, k_metric, v_codebook, v_metric, false);
 }
 
 // One format's kernels on a raw stream, for bit-exact tests against the numpy reference.
@@ -322,6 +344,61 @@ nb::ndarray<nb::numpy, float> kv_codec_attend(const std::string& name, const std
         return owned_array(std::move(out), {size_t(head_dim)});
     }
     throw InvalidArgument("kv_codec_attend: op must be 'scores' or 'accumulate'");
+}
+
+// The multi-query kernels: scores (x = queries [n_q, D]) or accumulate (x = probabilities
+// [n_q, n]) over tokens [t, t + n) of a raw stream on one path, as attention calls them: the
+// format's multi kernel for the path, or the single-query kernel per head where it has none.
+// Returns (result [n_q, n] or [n_q, D], whether a multi kernel ran).
+nb::tuple kv_codec_attend_multi(const std::string& name, const std::string& op, nb::bytes raw, const FloatMatrix& x,
+                                int64_t head_dim, int64_t t, int64_t n, const std::string& cpu_path,
+                                const OptFloatArray& codebook, const OptFloatArray& metric) {
+    const KVFormat& f = kv_format(name);
+    const CpuPath path = checked_path(cpu_path);
+    if (kv_stream_bytes(f, head_dim, t + n) > raw.size() || n < 1 || n > kKVTileTokens ||
+        t / kKVTileTokens != (t + n - 1) / kKVTileTokens)
+        throw InvalidArgument("kv_codec_attend_multi: range outside the stream or across a tile");
+    std::vector<float> store;
+    const KVStreamConsts c = codec_consts(f, head_dim, codebook, metric, store);
+    const uint8_t* stream = reinterpret_cast<const uint8_t*>(raw.c_str());
+    const int64_t n_q = int64_t(x.shape(0));
+    if (op == "scores") {
+        if (int64_t(x.shape(1)) != head_dim) throw InvalidArgument("kv_codec_attend_multi: q must be [n_q, head_dim]");
+        // As attention lays them out: prepared queries on 64-byte strides, else the fp32 rows.
+        const size_t qb = (kv_query_bytes(f, head_dim) + 63) / 64 * 64;
+        std::vector<uint8_t> prepared(size_t(n_q) * qb + 64);
+        uint8_t* base = prepared.data() + (64 - reinterpret_cast<uintptr_t>(prepared.data()) % 64) % 64;
+        const void* query = x.data();
+        size_t stride = size_t(head_dim) * sizeof(float);
+        if (f.prepare_query) {
+            for (int64_t h = 0; h < n_q; ++h) f.prepare_query(x.data() + h * head_dim, head_dim, path, base + h * qb, c);
+            query = base;
+            stride = qb;
+        }
+        std::unique_ptr<float[]> s(new float[size_t(n_q * n)]);
+        const KVScoresMultiFn multi = kv_scores_multi_for(f, path);
+        if (multi) {
+            multi(query, stride, n_q, stream, head_dim, t, n, s.get(), n, c);
+        } else {
+            for (int64_t h = 0; h < n_q; ++h)
+                kv_scores_for(f, path)(static_cast<const uint8_t*>(query) + h * stride, stream, head_dim, t, n,
+                                       s.get() + h * n, c);
+        }
+        return nb::make_tuple(owned_array(std::move(s), {size_t(n_q), size_t(n)}), multi != nullptr);
+    }
+    if (op == "accumulate") {
+        if (int64_t(x.shape(1)) != n) throw InvalidArgument("kv_codec_attend_multi: p must be [n_q, n]");
+        std::unique_ptr<float[]> out(new float[size_t(n_q * head_dim)]());
+        const KVAccumulateMultiFn multi = kv_accumulate_multi_for(f, path);
+        if (multi) {
+            multi(x.data(), n, n_q, stream, head_dim, t, n, out.get(), head_dim, c);
+        } else {
+            for (int64_t h = 0; h < n_q; ++h)
+                kv_accumulate_for(f, path)(x.data() + h * n, stream, head_dim, t, n, out.get() + h * head_dim, c);
+        }
+        return nb::make_tuple(owned_array(std::move(out), {size_t(n_q), size_t(head_dim)}), multi != nullptr);
+    }
+    throw InvalidArgument("kv_codec_attend_multi: op must be 'scores' or 'accumulate'");
 }
 
 }  // namespace
@@ -441,6 +518,12 @@ void bind_model(nb::module_& m) {
           "v_codebook"_a = nb::none(), "v_metric"_a = nb::none(),
           "Test hook: the fused attention of the KV formats on a one-layer cache holding k and v; the queries "
           "are the last len(q) positions. Returns (out, k as read, v as read).");
+    m.def("kv_attention_single_query", &kv_attention_single_query, "q"_a, "k"_a, "v"_a, "n_head"_a, "n_head_kv"_a,
+          "kv_k"_a = "f16", "kv_v"_a = "f16", "window"_a = 0, "cpu_path"_a = "", "n_threads"_a = 1,
+          "append_batch"_a = 0, "kv_window"_a = 0, "q_cache"_a = nb::none(), "k_codebook"_a = nb::none(),
+          "k_metric"_a = nb::none(), "v_codebook"_a = nb::none(), "v_metric"_a = nb::none(),
+          "Test hook: kv_attention with the formats' single-query kernels looped over the query heads (no "
+          "multi-query kernels).");
     m.def("kv_codec_append", &kv_codec_append, "format"_a, "rows"_a, "t0"_a = 0, "energy"_a = nb::none(),
           "codebook"_a = nb::none(), "metric"_a = nb::none(),
           "Test hook: one format's append of rows as tokens [t0, t0 + n) of a fresh stream; the stream bytes.");
@@ -449,6 +532,11 @@ void bind_model(nb::module_& m) {
     m.def("kv_codec_attend", &kv_codec_attend, "format"_a, "op"_a, "raw"_a, "x"_a, "head_dim"_a, "t"_a, "n"_a,
           "cpu_path"_a = "", "codebook"_a = nb::none(), "metric"_a = nb::none(),
           "Test hook: one format's scores (x = q) or accumulate (x = p) kernel on a raw stream, on one path.");
+    m.def("kv_codec_attend_multi", &kv_codec_attend_multi, "format"_a, "op"_a, "raw"_a, "x"_a, "head_dim"_a, "t"_a,
+          "n"_a, "cpu_path"_a = "", "codebook"_a = nb::none(), "metric"_a = nb::none(),
+          "Test hook: one format's multi-query scores (x = q [n_q, D]) or accumulate (x = p [n_q, n]) on a raw "
+          "stream, on one path, as attention calls them (the single-query kernel per head where the format has "
+          "no multi kernel for the path). Returns (result, whether a multi-query kernel ran).");
 }
 
 }  // namespace decollama::py

@@ -1,6 +1,8 @@
 // AVX2 attention kernels of the KV formats (see kv_simd.h).
 #include <immintrin.h>
 
+#include <algorithm>
+
 #include "kv/kv_simd.h"
 #include "quant/block_structs.h"
 
@@ -69,6 +71,122 @@ void dense_accumulate(const float* p, const uint8_t* stream, int64_t head_dim, i
         for (int64_t j = 0; j < n; ++j) out[d] += p[j] * to_f32(v[j * head_dim + d]);
 }
 
+// ---- dense formats, several query heads per call -------------------------------------------
+// Each head's arithmetic is the single-query kernels' (same FMA chain over d, same reduction):
+// equal results; every key chunk is loaded and converted once for all heads.
+
+constexpr int kMaxHeads = 4;  // heads per pass: K keys x kMaxHeads accumulators stay in registers
+
+// s[h * s_stride + r] for K keys from k on and NH heads (qh[h]).
+template <class T, int K, int NH>
+void dense_scores_multi_keys(const float* const* qh, const T* k, int64_t head_dim, float* s, int64_t s_stride) {
+    __m256 acc[K][NH];
+    for (int r = 0; r < K; ++r)
+        for (int h = 0; h < NH; ++h) acc[r][h] = _mm256_setzero_ps();
+    int64_t d = 0;
+    for (; d + 8 <= head_dim; d += 8) {
+        __m256 kv[K];
+        for (int r = 0; r < K; ++r) kv[r] = load8(k + r * head_dim + d);
+        for (int h = 0; h < NH; ++h) {
+            __m256 qv = _mm256_loadu_ps(qh[h] + d);
+            // One load for the K keys: kept out of the FMAs' memory operands (load ports bind).
+            if constexpr (K > 1) __asm__("" : "+x"(qv));
+            for (int r = 0; r < K; ++r) acc[r][h] = _mm256_fmadd_ps(qv, kv[r], acc[r][h]);
+        }
+    }
+    for (int h = 0; h < NH; ++h)
+        for (int r = 0; r < K; ++r) {
+            float sum = hsum(acc[r][h]);
+            for (int64_t e = d; e < head_dim; ++e) sum += qh[h][e] * to_f32(k[r * head_dim + e]);
+            s[h * s_stride + r] = sum;
+        }
+}
+
+template <class T, int NH>
+void dense_scores_multi_heads(const float* const* qh, const T* k, int64_t head_dim, int64_t n, float* s,
+                              int64_t s_stride) {
+    constexpr int K = NH <= 2 ? 4 : 2;  // 8 accumulator chains
+    int64_t j = 0;
+    for (; j + K <= n; j += K) dense_scores_multi_keys<T, K, NH>(qh, k + j * head_dim, head_dim, s + j, s_stride);
+    for (; j < n; ++j) dense_scores_multi_keys<T, 1, NH>(qh, k + j * head_dim, head_dim, s + j, s_stride);
+}
+
+template <class T>
+void dense_scores_multi(const void* q, size_t q_stride, int64_t n_q, const uint8_t* stream, int64_t head_dim,
+                        int64_t t, int64_t n, float* s, int64_t s_stride) {
+    const T* k = reinterpret_cast<const T*>(stream) + t * head_dim;
+    for (int64_t h0 = 0; h0 < n_q; h0 += kMaxHeads) {
+        const float* qh[kMaxHeads];
+        const int nh = int(std::min<int64_t>(kMaxHeads, n_q - h0));
+        for (int h = 0; h < nh; ++h)
+            qh[h] = reinterpret_cast<const float*>(static_cast<const uint8_t*>(q) + size_t(h0 + h) * q_stride);
+        float* sh = s + h0 * s_stride;
+        switch (nh) {
+            case 1: dense_scores_multi_heads<T, 1>(qh, k, head_dim, n, sh, s_stride); break;
+            case 2: dense_scores_multi_heads<T, 2>(qh, k, head_dim, n, sh, s_stride); break;
+            case 3: dense_scores_multi_heads<T, 3>(qh, k, head_dim, n, sh, s_stride); break;
+            default: dense_scores_multi_heads<T, 4>(qh, k, head_dim, n, sh, s_stride); break;
+        }
+    }
+}
+
+// out_h[0, 8R) += sum_j p_h[j] v[j][0, 8R) for NH heads: R x NH accumulators over the tile.
+template <class T, int R, int NH>
+void dense_accumulate_multi_chunk(const float* const* ph, const T* v, int64_t head_dim, int64_t n, float* const* oh) {
+    __m256 acc[NH][R];
+    for (int h = 0; h < NH; ++h)
+        for (int r = 0; r < R; ++r) acc[h][r] = _mm256_loadu_ps(oh[h] + 8 * r);
+    for (int64_t j = 0; j < n; ++j, v += head_dim) {
+        __m256 x[R];
+        for (int r = 0; r < R; ++r) x[r] = load8(v + 8 * r);
+        for (int h = 0; h < NH; ++h) {
+            const __m256 pj = _mm256_set1_ps(ph[h][j]);
+            for (int r = 0; r < R; ++r) acc[h][r] = _mm256_fmadd_ps(pj, x[r], acc[h][r]);
+        }
+    }
+    for (int h = 0; h < NH; ++h)
+        for (int r = 0; r < R; ++r) _mm256_storeu_ps(oh[h] + 8 * r, acc[h][r]);
+}
+
+template <class T, int NH>
+void dense_accumulate_multi_heads(const float* const* ph, const T* v, int64_t head_dim, int64_t n, float* const* oh) {
+    constexpr int R = NH <= 2 ? 4 : 2;
+    float* o[NH];
+    int64_t d = 0;
+    for (; d + 8 * R <= head_dim; d += 8 * R) {
+        for (int h = 0; h < NH; ++h) o[h] = oh[h] + d;
+        dense_accumulate_multi_chunk<T, R, NH>(ph, v + d, head_dim, n, o);
+    }
+    for (; d + 8 <= head_dim; d += 8) {
+        for (int h = 0; h < NH; ++h) o[h] = oh[h] + d;
+        dense_accumulate_multi_chunk<T, 1, NH>(ph, v + d, head_dim, n, o);
+    }
+    for (int h = 0; h < NH; ++h)
+        for (int64_t e = d; e < head_dim; ++e)
+            for (int64_t j = 0; j < n; ++j) oh[h][e] += ph[h][j] * to_f32(v[j * head_dim + e]);
+}
+
+template <class T>
+void dense_accumulate_multi(const float* p, int64_t p_stride, int64_t n_q, const uint8_t* stream, int64_t head_dim,
+                            int64_t t, int64_t n, float* out, int64_t out_stride) {
+    const T* v = reinterpret_cast<const T*>(stream) + t * head_dim;
+    for (int64_t h0 = 0; h0 < n_q; h0 += kMaxHeads) {
+        const float* ph[kMaxHeads];
+        float* oh[kMaxHeads];
+        const int nh = int(std::min<int64_t>(kMaxHeads, n_q - h0));
+        for (int h = 0; h < nh; ++h) {
+            ph[h] = p + (h0 + h) * p_stride;
+            oh[h] = out + (h0 + h) * out_stride;
+        }
+        switch (nh) {
+            case 1: dense_accumulate_multi_heads<T, 1>(ph, v, head_dim, n, oh); break;
+            case 2: dense_accumulate_multi_heads<T, 2>(ph, v, head_dim, n, oh); break;
+            case 3: dense_accumulate_multi_heads<T, 3>(ph, v, head_dim, n, oh); break;
+            default: dense_accumulate_multi_heads<T, 4>(ph, v, head_dim, n, oh); break;
+        }
+    }
+}
+
 // ---- values in 32-element blocks with an fp16 scale (q8_0, q4_0) ----------------------------
 // (their keys are scored by the quant library's integer dots: kv_dot_scores.h)
 
@@ -126,6 +244,26 @@ void kv_f16_scores_avx2(const void* q, const uint8_t* stream, int64_t head_dim, 
 void kv_f16_accumulate_avx2(const float* p, const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n,
                           float* out) {
     dense_accumulate<uint16_t>(p, stream, head_dim, t, n, out);
+}
+
+void kv_f32_scores_multi_avx2(const void* q, size_t q_stride, int64_t n_q, const uint8_t* stream, int64_t head_dim,
+                              int64_t t, int64_t n, float* s, int64_t s_stride) {
+    dense_scores_multi<float>(q, q_stride, n_q, stream, head_dim, t, n, s, s_stride);
+}
+
+void kv_f32_accumulate_multi_avx2(const float* p, int64_t p_stride, int64_t n_q, const uint8_t* stream,
+                                  int64_t head_dim, int64_t t, int64_t n, float* out, int64_t out_stride) {
+    dense_accumulate_multi<float>(p, p_stride, n_q, stream, head_dim, t, n, out, out_stride);
+}
+
+void kv_f16_scores_multi_avx2(const void* q, size_t q_stride, int64_t n_q, const uint8_t* stream, int64_t head_dim,
+                              int64_t t, int64_t n, float* s, int64_t s_stride) {
+    dense_scores_multi<uint16_t>(q, q_stride, n_q, stream, head_dim, t, n, s, s_stride);
+}
+
+void kv_f16_accumulate_multi_avx2(const float* p, int64_t p_stride, int64_t n_q, const uint8_t* stream,
+                                  int64_t head_dim, int64_t t, int64_t n, float* out, int64_t out_stride) {
+    dense_accumulate_multi<uint16_t>(p, p_stride, n_q, stream, head_dim, t, n, out, out_stride);
 }
 
 void kv_q8_0_accumulate_avx2(const float* p, const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n,

@@ -359,12 +359,20 @@ void accumulate_scalar(const float* p, const uint8_t* stream, int64_t head_dim, 
 #define DECOLLAMA_DECO_SIMD(kind, fn) nullptr, nullptr
 #endif
 
+// The multi-query slots: the scalar one loops the scalar single-query kernel.
+#define DECOLLAMA_DECO_MULTI(bits)                                                                        \
+    {kv_scores_multi_loop<kv_plain_scores<scores_scalar<bits>>>,                                           \
+     DECOLLAMA_DECO_SIMD(scores_multi, kv_deco##bits##_scores_multi)},                                      \
+    {kv_accumulate_multi_loop<kv_plain_accumulate<accumulate_scalar<bits>>>,                               \
+     DECOLLAMA_DECO_SIMD(accumulate_multi, kv_deco##bits##_accumulate_multi)}
+
 extern const KVFormat kKVFormatDeco4 = {
     "deco4", /*dim_block=*/kDecoGroup, /*tokens_per_block=*/kDecoTokens, block_bytes<4>, append<4>, read<4>,
     /*prepare_query=*/nullptr, /*query_bytes=*/nullptr,
     {kv_plain_scores<scores_scalar<4>>, DECOLLAMA_DECO_SIMD(scores, kv_deco4_scores)},
     {kv_plain_accumulate<accumulate_scalar<4>>, DECOLLAMA_DECO_SIMD(accumulate, kv_deco4_accumulate)},
     /*n_sink=*/kSink, /*wants_query_energy=*/true, /*codebook_c=*/0,
+    DECOLLAMA_DECO_MULTI(4),
 };
 
 extern const KVFormat kKVFormatDeco2 = {
@@ -373,6 +381,7 @@ extern const KVFormat kKVFormatDeco2 = {
     {kv_plain_scores<scores_scalar<2>>, DECOLLAMA_DECO_SIMD(scores, kv_deco2_scores)},
     {kv_plain_accumulate<accumulate_scalar<2>>, DECOLLAMA_DECO_SIMD(accumulate, kv_deco2_accumulate)},
     /*n_sink=*/kSink, /*wants_query_energy=*/true, /*codebook_c=*/0,
+    DECOLLAMA_DECO_MULTI(2),
 };
 
 // Data-free baselines: the deco layout and kernels with mu = 0, w = 1, no sink row.
@@ -382,6 +391,7 @@ extern const KVFormat kKVFormatHad4 = {
     {kv_plain_scores<scores_scalar<4>>, DECOLLAMA_DECO_SIMD(scores, kv_deco4_scores)},
     {kv_plain_accumulate<accumulate_scalar<4>>, DECOLLAMA_DECO_SIMD(accumulate, kv_deco4_accumulate)},
     /*n_sink=*/0, /*wants_query_energy=*/false, /*codebook_c=*/0,
+    DECOLLAMA_DECO_MULTI(4),
 };
 
 extern const KVFormat kKVFormatHad2 = {
@@ -390,8 +400,10 @@ extern const KVFormat kKVFormatHad2 = {
     {kv_plain_scores<scores_scalar<2>>, DECOLLAMA_DECO_SIMD(scores, kv_deco2_scores)},
     {kv_plain_accumulate<accumulate_scalar<2>>, DECOLLAMA_DECO_SIMD(accumulate, kv_deco2_accumulate)},
     /*n_sink=*/0, /*wants_query_energy=*/false, /*codebook_c=*/0,
+    DECOLLAMA_DECO_MULTI(2),
 };
 
+#undef DECOLLAMA_DECO_MULTI
 #undef DECOLLAMA_DECO_SIMD
 
 }  // namespace decollama

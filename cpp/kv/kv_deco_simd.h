@@ -6,8 +6,9 @@
 // The layout helpers have internal linkage (anonymous namespace): every file that includes this
 // header, whatever its ISA flags, gets its own copy (no inline function shared across ISAs).
 // The kernels take the KVPlainScoresFn / KVPlainAccumulateFn signatures; they equal the scalar
-// kernels of kv_deco.cpp up to float summation order. *_avx2: AVX2+FMA+F16C; *_avx512: AVX-512
-// F/BW/VL/DQ too; x86-64 builds only.
+// kernels of kv_deco.cpp up to float summation order. The *_multi ones (KVPlainScoresMultiFn /
+// KVPlainAccumulateMultiFn: several query heads per call) equal the same ISA's single-query
+// kernels exactly. *_avx2: AVX2+FMA+F16C; *_avx512: AVX-512 F/BW/VL/DQ too; x86-64 builds only.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -56,7 +57,12 @@ static_assert(deco_row_bytes(64, 4) % 2 == 0 && deco_row_bytes(64, 2) % 2 == 0, 
     void kv_##format##_scores_##isa(const void* q, const uint8_t* stream, int64_t head_dim, int64_t t,        \
                                     int64_t n, float* s);                                                     \
     void kv_##format##_accumulate_##isa(const float* p, const uint8_t* stream, int64_t head_dim, int64_t t,   \
-                                        int64_t n, float* out);
+                                        int64_t n, float* out);                                               \
+    void kv_##format##_scores_multi_##isa(const void* q, size_t q_stride, int64_t n_q, const uint8_t* stream, \
+                                          int64_t head_dim, int64_t t, int64_t n, float* s, int64_t s_stride); \
+    void kv_##format##_accumulate_multi_##isa(const float* p, int64_t p_stride, int64_t n_q,                  \
+                                              const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n,  \
+                                              float* out, int64_t out_stride);
 
 DECOLLAMA_DECLARE_DECO_KERNELS(deco4, avx2)
 DECOLLAMA_DECLARE_DECO_KERNELS(deco4, avx512)

@@ -46,6 +46,10 @@ extern const KVFormat kKVFormatF16 = {
     "f16", /*dim_block=*/1, /*tokens_per_block=*/1, block_bytes, kv_plain_append<append>, kv_plain_read<read>, nullptr, nullptr,
     {kv_plain_scores<scores_scalar>, DECOLLAMA_KV_SIMD_PLAIN(scores, kv_f16_scores)},
     {kv_plain_accumulate<accumulate_scalar>, DECOLLAMA_KV_SIMD_PLAIN(accumulate, kv_f16_accumulate)},
+    /*n_sink=*/0, /*wants_query_energy=*/false, /*codebook_c=*/0,
+    {kv_scores_multi_loop<kv_plain_scores<scores_scalar>>, DECOLLAMA_KV_SIMD_PLAIN(scores_multi, kv_f16_scores_multi)},
+    {kv_accumulate_multi_loop<kv_plain_accumulate<accumulate_scalar>>,
+     DECOLLAMA_KV_SIMD_PLAIN(accumulate_multi, kv_f16_accumulate_multi)},
 };
 
 }  // namespace decollama

@@ -70,4 +70,20 @@ KVAccumulateFn kv_accumulate_for(const KVFormat& f, CpuPath path) {
     return nullptr;
 }
 
+KVScoresMultiFn kv_scores_multi_for(const KVFormat& f, CpuPath path) {
+    for (int p = int(path); p >= 0; --p) {
+        if (f.scores_multi[p] != nullptr) return f.scores_multi[p];
+        if (f.scores[p] != nullptr) return nullptr;
+    }
+    return nullptr;
+}
+
+KVAccumulateMultiFn kv_accumulate_multi_for(const KVFormat& f, CpuPath path) {
+    for (int p = int(path); p >= 0; --p) {
+        if (f.accumulate_multi[p] != nullptr) return f.accumulate_multi[p];
+        if (f.accumulate[p] != nullptr) return nullptr;
+    }
+    return nullptr;
+}
+
 }  // namespace decollama

@@ -6,6 +6,9 @@
 // cache):
 //   scores     s[j]  = q · k[t + j]              for a tile of keys
 //   accumulate out  += sum_j p[j] * v[t + j]     for a tile of values
+// and, optionally, the same for all query heads of a KV head in one call (scores_multi /
+// accumulate_multi: each key unpacked once for the heads; without them attention loops the
+// single-query kernels over the heads).
 // Before scoring, a format may turn each query into its own representation (prepare_query),
 // once per query head and attention task: int8 blocks for integer dots against q8_0 / q4_0
 // keys, a query rotated into a fitted basis, a table of query-centroid products...
@@ -62,6 +65,17 @@ using KVScoresFn = void (*)(const void* q, const uint8_t* stream, int64_t head_d
 // out[d] += sum_j p[j] * v[t + j][d] for j < n.
 using KVAccumulateFn = void (*)(const float* p, const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n,
                                 float* out, const KVStreamConsts& consts);
+// Several query heads on the same keys (the query heads of one KV head, GQA): what n_q calls of
+// the single-query kernels compute, with every key unpacked / converted once for all of them.
+//   scores:     s[h * s_stride + j] = q_h · k[t + j], q_h at (const uint8_t*)q + h * q_stride
+//               (as prepare_query left it, or fp32), for h < n_q, j < n
+//   accumulate: out[h * out_stride + d] += sum_j p[h * p_stride + j] * v[t + j][d]
+// The SIMD ones keep each head's arithmetic in the single kernel's order (equal results).
+using KVScoresMultiFn = void (*)(const void* q, size_t q_stride, int64_t n_q, const uint8_t* stream, int64_t head_dim,
+                                 int64_t t, int64_t n, float* s, int64_t s_stride, const KVStreamConsts& consts);
+using KVAccumulateMultiFn = void (*)(const float* p, int64_t p_stride, int64_t n_q, const uint8_t* stream,
+                                     int64_t head_dim, int64_t t, int64_t n, float* out, int64_t out_stride,
+                                     const KVStreamConsts& consts);
 
 struct KVFormat {
     const char* name;
@@ -79,6 +93,10 @@ struct KVFormat {
     int64_t n_sink = 0;               // first positions the cache keeps in fp16 (attention sinks)
     bool wants_query_energy = false;  // keys are fitted to the queries' per-channel energy
     int64_t codebook_c = 0;           // CQ: channels per code (codebook required); 0: none
+    // Optional multi-query kernels per CpuPath (null: attention loops the single-query ones). A
+    // path uses one when it is not below the path its single kernel comes from (kv_*_multi_for).
+    KVScoresMultiFn scores_multi[kNumCpuPaths] = {};
+    KVAccumulateMultiFn accumulate_multi[kNumCpuPaths] = {};
 };
 
 // Adapters for formats without per-stream constants or query energy: their kernels keep the
@@ -110,6 +128,34 @@ void kv_plain_accumulate(const float* p, const uint8_t* stream, int64_t head_dim
                          const KVStreamConsts&) {
     fn(p, stream, head_dim, t, n, out);
 }
+using KVPlainScoresMultiFn = void (*)(const void* q, size_t q_stride, int64_t n_q, const uint8_t* stream,
+                                      int64_t head_dim, int64_t t, int64_t n, float* s, int64_t s_stride);
+using KVPlainAccumulateMultiFn = void (*)(const float* p, int64_t p_stride, int64_t n_q, const uint8_t* stream,
+                                          int64_t head_dim, int64_t t, int64_t n, float* out, int64_t out_stride);
+template <KVPlainScoresMultiFn fn>
+void kv_plain_scores_multi(const void* q, size_t q_stride, int64_t n_q, const uint8_t* stream, int64_t head_dim,
+                           int64_t t, int64_t n, float* s, int64_t s_stride, const KVStreamConsts&) {
+    fn(q, q_stride, n_q, stream, head_dim, t, n, s, s_stride);
+}
+template <KVPlainAccumulateMultiFn fn>
+void kv_plain_accumulate_multi(const float* p, int64_t p_stride, int64_t n_q, const uint8_t* stream, int64_t head_dim,
+                               int64_t t, int64_t n, float* out, int64_t out_stride, const KVStreamConsts&) {
+    fn(p, p_stride, n_q, stream, head_dim, t, n, out, out_stride);
+}
+
+// Multi-query kernels that are literally loops over a single-query kernel (the scalar slots:
+// the reference the SIMD multi kernels are tested against).
+template <KVScoresFn fn>
+void kv_scores_multi_loop(const void* q, size_t q_stride, int64_t n_q, const uint8_t* stream, int64_t head_dim,
+                          int64_t t, int64_t n, float* s, int64_t s_stride, const KVStreamConsts& consts) {
+    for (int64_t h = 0; h < n_q; ++h)
+        fn(static_cast<const uint8_t*>(q) + size_t(h) * q_stride, stream, head_dim, t, n, s + h * s_stride, consts);
+}
+template <KVAccumulateFn fn>
+void kv_accumulate_multi_loop(const float* p, int64_t p_stride, int64_t n_q, const uint8_t* stream, int64_t head_dim,
+                              int64_t t, int64_t n, float* out, int64_t out_stride, const KVStreamConsts& consts) {
+    for (int64_t h = 0; h < n_q; ++h) fn(p + h * p_stride, stream, head_dim, t, n, out + h * out_stride, consts);
+}
 
 // Row by name, nullptr when unknown.
 const KVFormat* find_kv_format(const std::string& name);
@@ -126,5 +172,9 @@ double kv_bits_per_element(const KVFormat& f, int64_t head_dim);
 // The kernels for a path, falling back to lower paths where a SIMD kernel is missing.
 KVScoresFn kv_scores_for(const KVFormat& f, CpuPath path);
 KVAccumulateFn kv_accumulate_for(const KVFormat& f, CpuPath path);
+// The multi-query kernel for a path: the highest one at or below it, unless a single-query
+// kernel of a higher path exists (then nullptr: loop that one, kv_scores_for).
+KVScoresMultiFn kv_scores_multi_for(const KVFormat& f, CpuPath path);
+KVAccumulateMultiFn kv_accumulate_multi_for(const KVFormat& f, CpuPath path);
 
 }  // namespace decollama

@@ -2,6 +2,7 @@
 // of kv_format.h). They equal the scalar kernels up to float summation order. The *_avx2 ones
 // need AVX2+FMA+F16C, the *_avx512 ones AVX-512 F/BW/VL/DQ too; x86-64 builds only.
 #pragma once
+#include <cstddef>
 #include <cstdint>
 
 #include "kv/kv_format.h"
@@ -30,6 +31,20 @@ DECOLLAMA_DECLARE_KV_ACCUMULATE(q8_0, avx2)
 DECOLLAMA_DECLARE_KV_ACCUMULATE(q8_0, avx512)
 DECOLLAMA_DECLARE_KV_ACCUMULATE(q4_0, avx2)
 DECOLLAMA_DECLARE_KV_ACCUMULATE(q4_0, avx512)
+
+// Several query heads per call (KVScoresMultiFn / KVAccumulateMultiFn of kv_format.h, short form):
+// equal to the same ISA's single-query kernels head by head, exactly.
+#define DECOLLAMA_DECLARE_KV_MULTI(format, isa)                                                              \
+    void kv_##format##_scores_multi_##isa(const void* q, size_t q_stride, int64_t n_q, const uint8_t* stream,  \
+                                          int64_t head_dim, int64_t t, int64_t n, float* s, int64_t s_stride); \
+    void kv_##format##_accumulate_multi_##isa(const float* p, int64_t p_stride, int64_t n_q,                   \
+                                              const uint8_t* stream, int64_t head_dim, int64_t t, int64_t n,   \
+                                              float* out, int64_t out_stride);
+DECOLLAMA_DECLARE_KV_MULTI(f32, avx2)
+DECOLLAMA_DECLARE_KV_MULTI(f32, avx512)
+DECOLLAMA_DECLARE_KV_MULTI(f16, avx2)
+DECOLLAMA_DECLARE_KV_MULTI(f16, avx512)
+#undef DECOLLAMA_DECLARE_KV_MULTI
 #undef DECOLLAMA_DECLARE_KV_SCORES
 #undef DECOLLAMA_DECLARE_KV_ACCUMULATE
 

@@ -53,11 +53,16 @@ struct AttentionJob {
     KVAccumulateFn accumulate;       // the V format's, on its blocks
     KVScoresFn f16_scores;           // sink and ring rows
     KVAccumulateFn f16_accumulate;
+    // The same for all query heads of a KV head at once; nullptr: loop the single-query ones.
+    KVScoresMultiFn scores_multi;
+    KVAccumulateMultiFn accumulate_multi;
+    KVScoresMultiFn f16_scores_multi;
+    KVAccumulateMultiFn f16_accumulate_multi;
     int64_t n_head, n_head_kv, n_gqa, hd_k, hd_v;
     int64_t n_split, n_tasks;
     uint8_t* queries;    // n_gqa prepared queries per thread
     size_t query_bytes;  // stride of the prepared queries
-    float* probs;        // kTile floats per thread
+    float* probs;        // n_gqa x kTile floats per thread (head h's tile at h * kTile)
     float* max;      // per (token, split, head)
     float* sum;
     float* partial;  // per (token, split, head) x hd_v, when n_split > 1
@@ -75,47 +80,80 @@ struct AttentionJob {
             // Latest tokens first: they see the most keys, so the short ones fill the tail.
             const int64_t i = n_tokens - 1 - task / (n_head_kv * n_split);
             run_task(i, (task / n_split) % n_head_kv, task % n_split,
-                     queries + size_t(thread * n_gqa) * query_bytes, probs + thread * kTile);
+                     queries + size_t(thread * n_gqa) * query_bytes, probs + thread * n_gqa * kTile);
         }
     }
 
-    // Scores of keys [t0, t1) (one tile): sink rows and ring rows are fp16, the rest the
-    // format's blocks.
-    void tile_scores(const KVStreamView& kv, const void* query, const float* q32, int64_t t0, int64_t t1,
-                     float* s) const {
+    // s[h * kTile + j] = q_h · k[a + j] for the n_gqa query heads (q_h at q + h * q_stride).
+    static void scores_heads(KVScoresFn single, KVScoresMultiFn multi, int64_t n_gqa, const void* q,
+                             size_t q_stride, const uint8_t* stream, int64_t hd, int64_t a, int64_t n, float* s,
+                             const KVStreamConsts& consts) {
+        if (multi != nullptr) {
+            multi(q, q_stride, n_gqa, stream, hd, a, n, s, kTile, consts);
+            return;
+        }
+        for (int64_t h = 0; h < n_gqa; ++h)
+            single(static_cast<const uint8_t*>(q) + size_t(h) * q_stride, stream, hd, a, n, s + h * kTile, consts);
+    }
+
+    // acc_h += sum_j p[h * kTile + j] v[a + j] for the n_gqa query heads (acc_h at acc + h * acc_stride).
+    static void accumulate_heads(KVAccumulateFn single, KVAccumulateMultiFn multi, int64_t n_gqa, const float* p,
+                                 const uint8_t* stream, int64_t hd, int64_t a, int64_t n, float* acc,
+                                 int64_t acc_stride, const KVStreamConsts& consts) {
+        if (multi != nullptr) {
+            multi(p, kTile, n_gqa, stream, hd, a, n, acc, acc_stride, consts);
+            return;
+        }
+        for (int64_t h = 0; h < n_gqa; ++h) single(p + h * kTile, stream, hd, a, n, acc + h * acc_stride, consts);
+    }
+
+    // Scores of keys [t0, t1) (one tile) for every query head of the KV head, s[h * kTile + j]:
+    // sink rows and ring rows are fp16, the rest the format's blocks. query: the prepared (or
+    // fp32) queries, query_stride bytes apart; q32: the fp32 ones, hd_k floats apart.
+    void tile_scores(const KVStreamView& kv, const void* query, size_t query_stride, const float* q32, int64_t t0,
+                     int64_t t1, float* s) const {
         static const KVStreamConsts kNone{};
+        const size_t q32_stride = size_t(hd_k) * sizeof(float);
         int64_t a = t0;
         if (a < kv.n_sink) {
             const int64_t e = std::min(t1, kv.n_sink);
-            f16_scores(q32, reinterpret_cast<const uint8_t*>(kv.sink), hd_k, a, e - a, s, kNone);
+            scores_heads(f16_scores, f16_scores_multi, n_gqa, q32, q32_stride,
+                         reinterpret_cast<const uint8_t*>(kv.sink), hd_k, a, e - a, s, kNone);
             a = e;
         }
         if (a < t1 && a < kv.first_ring) {
             const int64_t e = std::min(t1, kv.first_ring);
-            scores(query, kv.blocks, hd_k, a, e - a, s + (a - t0), kv.consts);
+            scores_heads(scores, scores_multi, n_gqa, query, query_stride, kv.blocks, hd_k, a, e - a, s + (a - t0),
+                         kv.consts);
             a = e;
         }
         if (a < t1)
-            f16_scores(q32, reinterpret_cast<const uint8_t*>(kv.ring + (a % kv.ring_rows) * hd_k), hd_k, 0, t1 - a,
-                       s + (a - t0), kNone);
+            scores_heads(f16_scores, f16_scores_multi, n_gqa, q32, q32_stride,
+                         reinterpret_cast<const uint8_t*>(kv.ring + (a % kv.ring_rows) * hd_k), hd_k, 0, t1 - a,
+                         s + (a - t0), kNone);
     }
 
-    void tile_accumulate(const KVStreamView& vv, const float* p, int64_t t0, int64_t t1, float* acc) const {
+    // acc_h += the tile's probabilities p[h * kTile + j] times values [t0, t1), every query head.
+    void tile_accumulate(const KVStreamView& vv, const float* p, int64_t t0, int64_t t1, float* acc,
+                         int64_t acc_stride) const {
         static const KVStreamConsts kNone{};
         int64_t a = t0;
         if (a < vv.n_sink) {
             const int64_t e = std::min(t1, vv.n_sink);
-            f16_accumulate(p, reinterpret_cast<const uint8_t*>(vv.sink), hd_v, a, e - a, acc, kNone);
+            accumulate_heads(f16_accumulate, f16_accumulate_multi, n_gqa, p,
+                             reinterpret_cast<const uint8_t*>(vv.sink), hd_v, a, e - a, acc, acc_stride, kNone);
             a = e;
         }
         if (a < t1 && a < vv.first_ring) {
             const int64_t e = std::min(t1, vv.first_ring);
-            accumulate(p + (a - t0), vv.blocks, hd_v, a, e - a, acc, vv.consts);
+            accumulate_heads(accumulate, accumulate_multi, n_gqa, p + (a - t0), vv.blocks, hd_v, a, e - a, acc,
+                             acc_stride, vv.consts);
             a = e;
         }
         if (a < t1)
-            f16_accumulate(p + (a - t0), reinterpret_cast<const uint8_t*>(vv.ring + (a % vv.ring_rows) * hd_v), hd_v,
-                           0, t1 - a, acc, kNone);
+            accumulate_heads(f16_accumulate, f16_accumulate_multi, n_gqa, p + (a - t0),
+                             reinterpret_cast<const uint8_t*>(vv.ring + (a % vv.ring_rows) * hd_v), hd_v, 0, t1 - a,
+                             acc, acc_stride, kNone);
     }
 
     // Query token i, the query heads of KV head g, split `split` of the key range.
@@ -128,9 +166,9 @@ struct AttentionJob {
         const int64_t head0 = g * n_gqa;
         const auto fp32_query = [&](int64_t h) { return q + (i * n_head + h) * hd_k; };
         const auto prepared_query = [&](int64_t h) { return prepared + size_t(h - head0) * query_bytes; };
-        const auto query = [&](int64_t h) -> const void* {
-            return prepare_query ? static_cast<const void*>(prepared_query(h)) : fp32_query(h);
-        };
+        // The query heads' queries as the K format's scores read them, and their stride.
+        const void* queries_k = prepare_query ? static_cast<const void*>(prepared) : fp32_query(head0);
+        const size_t queries_k_stride = prepare_query ? query_bytes : size_t(hd_k) * sizeof(float);
         for (int64_t h = head0; h < head0 + n_gqa; ++h) {
             if (prepare_query)
                 prepare_query(fp32_query(h), hd_k, path, prepared_query(h), cache->view(layer, KVKind::K, g, 0).consts);
@@ -140,16 +178,19 @@ struct AttentionJob {
         }
         const KVStreamView kv = cache->view(layer, KVKind::K, g, n_stored);
         const KVStreamView vv = cache->view(layer, KVKind::V, g, n_stored);
+        // The query heads' accumulators are hd_v floats apart (accumulator()).
+        float* acc0 = accumulator(i, split, head0);
+        const int64_t acc_stride = n_gqa > 1 ? accumulator(i, split, head0 + 1) - acc0 : hd_v;
         for (int64_t tile = tile_begin; tile < tile_end; ++tile) {
             const int64_t t0 = std::max(lo, tile * kTile);
             const int64_t t1 = std::min(pos + 1, (tile + 1) * kTile);
-            // Head after head on the same tile: it stays in L1.
-            for (int64_t h = head0; h < head0 + n_gqa; ++h) {
-                float* acc = accumulator(i, split, h);
-                tile_scores(kv, query(h), fp32_query(h), t0, t1, tile_probs);
-                online_softmax_step(tile_probs, t1 - t0, max[state(i, split, h)], sum[state(i, split, h)], acc, hd_v);
-                tile_accumulate(vv, tile_probs, t0, t1, acc);
-            }
+            // All query heads of the KV head on the same tile: each key is unpacked once for
+            // them (multi-query kernels), and the tile stays in L1.
+            tile_scores(kv, queries_k, queries_k_stride, fp32_query(head0), t0, t1, tile_probs);
+            for (int64_t h = head0; h < head0 + n_gqa; ++h)
+                online_softmax_step(tile_probs + (h - head0) * kTile, t1 - t0, max[state(i, split, h)],
+                                    sum[state(i, split, h)], accumulator(i, split, h), hd_v);
+            tile_accumulate(vv, tile_probs, t0, t1, acc0, acc_stride);
         }
         if (n_split == 1)
             for (int64_t h = head0; h < head0 + n_gqa; ++h) {
@@ -194,7 +235,7 @@ Attention::Attention(const KVCache& cache, int n_threads, int64_t n_batch, int64
         query_bytes_ = std::max(query_bytes_, kv_query_bytes(cache.k_format(il), cache.head_dim_k()));
     query_bytes_ = (query_bytes_ + kQueryAlign - 1) / kQueryAlign * kQueryAlign;
     queries_.resize(size_t(n_threads) * size_t(n_head / cache.n_head_kv()) * query_bytes_);
-    probs_.resize(size_t(n_threads * kTile));
+    probs_.resize(size_t(n_threads) * size_t(n_head / cache.n_head_kv()) * size_t(kTile));
     max_.resize(size_t(std::max(n_batch, max_split_rows_) * n_head));
     sum_.resize(max_.size());
     partial_.resize(size_t(max_split_rows_ * n_head * cache.head_dim_v()));
@@ -218,6 +259,10 @@ void Attention::run(const float* q, int64_t n_tokens, int64_t pos0, int64_t laye
     job.accumulate = kv_accumulate_for(cache_.v_format(layer), path);
     job.f16_scores = kv_scores_for(kv_format("f16"), path);
     job.f16_accumulate = kv_accumulate_for(kv_format("f16"), path);
+    job.scores_multi = multi_query_ ? kv_scores_multi_for(cache_.k_format(layer), path) : nullptr;
+    job.accumulate_multi = multi_query_ ? kv_accumulate_multi_for(cache_.v_format(layer), path) : nullptr;
+    job.f16_scores_multi = multi_query_ ? kv_scores_multi_for(kv_format("f16"), path) : nullptr;
+    job.f16_accumulate_multi = multi_query_ ? kv_accumulate_multi_for(kv_format("f16"), path) : nullptr;
     job.n_stored = pos0 + n_tokens;
     job.n_head = n_head_;
     job.n_head_kv = cache_.n_head_kv();

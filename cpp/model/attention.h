@@ -27,6 +27,10 @@ public:
     void run(const float* q, int64_t n_tokens, int64_t pos0, int64_t layer, int64_t window, float* out,
              ThreadPool& pool, CpuPath path);
 
+    // Whether run() uses the formats' multi-query kernels (all query heads of a KV head per
+    // kernel call; the default) or loops their single-query kernels (tests, benchmarks).
+    void set_multi_query(bool on) { multi_query_ = on; }
+
 private:
     const KVCache& cache_;
     int n_threads_;
@@ -34,7 +38,8 @@ private:
     int64_t max_split_rows_;          // token x split rows the partial buffers hold
     size_t query_bytes_;              // room for one prepared query of any of the cache's K formats
     std::vector<uint8_t> queries_;    // per thread: the prepared queries of one KV head's query heads
-    std::vector<float> probs_;        // per thread: one tile of scores, then probabilities
+    std::vector<float> probs_;        // per thread: one tile of scores, then probabilities, per query head
+    bool multi_query_ = true;
     std::vector<float> max_, sum_;    // per (token, split, head): running max and sum of exp
     std::vector<float> partial_;      // per (token, split, head): unnormalised output (split runs only)
 };
