@@ -8,6 +8,7 @@
 // through view(): sink, then the format's blocks, then the ring. Layout notes: cpp/kv/README.md.
 #pragma once
 #include <cstddef>
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -32,6 +33,26 @@ struct KVStreamView {
     int64_t n_sink;             // positions [0, n_sink) read from sink
     int64_t first_ring;         // positions [n_sink, first_ring) from blocks, [first_ring, n) from ring
     KVStreamConsts consts;
+
+    // Splits positions [t0, t1) of one attention tile by where they are read and calls
+    // fn(fp16, data, t, n, offset) for each part: fp16 = sink or ring rows (data + t * head_dim
+    // halves), else the format's blocks at absolute t; offset = first position - t0.
+    template <class Fn>
+    void for_each_part(int64_t t0, int64_t t1, int64_t head_dim, Fn&& fn) const {
+        int64_t a = t0;
+        if (a < n_sink) {
+            const int64_t e = std::min(t1, n_sink);
+            fn(true, reinterpret_cast<const uint8_t*>(sink), a, e - a, a - t0);
+            a = e;
+        }
+        if (a < t1 && a < first_ring) {
+            const int64_t e = std::min(t1, first_ring);
+            fn(false, blocks, a, e - a, a - t0);
+            a = e;
+        }
+        // A tile never wraps the ring: ring_rows is a multiple of the tile.
+        if (a < t1) fn(true, reinterpret_cast<const uint8_t*>(ring + (a % ring_rows) * head_dim), int64_t(0), t1 - a, a - t0);
+    }
 };
 
 struct KVCacheOptions {

@@ -108,52 +108,32 @@ struct AttentionJob {
     }
 
     // Scores of keys [t0, t1) (one tile) for every query head of the KV head, s[h * kTile + j]:
-    // sink rows and ring rows are fp16, the rest the format's blocks. query: the prepared (or
-    // fp32) queries, query_stride bytes apart; q32: the fp32 ones, hd_k floats apart.
+    // sink and ring rows are fp16, the rest the format's blocks. query: the prepared (or fp32)
+    // queries, query_stride bytes apart; q32: the fp32 ones, hd_k floats apart.
     void tile_scores(const KVStreamView& kv, const void* query, size_t query_stride, const float* q32, int64_t t0,
                      int64_t t1, float* s) const {
         static const KVStreamConsts kNone{};
-        const size_t q32_stride = size_t(hd_k) * sizeof(float);
-        int64_t a = t0;
-        if (a < kv.n_sink) {
-            const int64_t e = std::min(t1, kv.n_sink);
-            scores_heads(f16_scores, f16_scores_multi, n_gqa, q32, q32_stride,
-                         reinterpret_cast<const uint8_t*>(kv.sink), hd_k, a, e - a, s, kNone);
-            a = e;
-        }
-        if (a < t1 && a < kv.first_ring) {
-            const int64_t e = std::min(t1, kv.first_ring);
-            scores_heads(scores, scores_multi, n_gqa, query, query_stride, kv.blocks, hd_k, a, e - a, s + (a - t0),
-                         kv.consts);
-            a = e;
-        }
-        if (a < t1)
-            scores_heads(f16_scores, f16_scores_multi, n_gqa, q32, q32_stride,
-                         reinterpret_cast<const uint8_t*>(kv.ring + (a % kv.ring_rows) * hd_k), hd_k, 0, t1 - a,
-                         s + (a - t0), kNone);
+        kv.for_each_part(t0, t1, hd_k, [&](bool fp16, const uint8_t* data, int64_t t, int64_t n, int64_t off) {
+            if (fp16)
+                scores_heads(f16_scores, f16_scores_multi, n_gqa, q32, size_t(hd_k) * sizeof(float), data, hd_k, t,
+                             n, s + off, kNone);
+            else
+                scores_heads(scores, scores_multi, n_gqa, query, query_stride, data, hd_k, t, n, s + off, kv.consts);
+        });
     }
 
     // acc_h += the tile's probabilities p[h * kTile + j] times values [t0, t1), every query head.
     void tile_accumulate(const KVStreamView& vv, const float* p, int64_t t0, int64_t t1, float* acc,
                          int64_t acc_stride) const {
         static const KVStreamConsts kNone{};
-        int64_t a = t0;
-        if (a < vv.n_sink) {
-            const int64_t e = std::min(t1, vv.n_sink);
-            accumulate_heads(f16_accumulate, f16_accumulate_multi, n_gqa, p,
-                             reinterpret_cast<const uint8_t*>(vv.sink), hd_v, a, e - a, acc, acc_stride, kNone);
-            a = e;
-        }
-        if (a < t1 && a < vv.first_ring) {
-            const int64_t e = std::min(t1, vv.first_ring);
-            accumulate_heads(accumulate, accumulate_multi, n_gqa, p + (a - t0), vv.blocks, hd_v, a, e - a, acc,
-                             acc_stride, vv.consts);
-            a = e;
-        }
-        if (a < t1)
-            accumulate_heads(f16_accumulate, f16_accumulate_multi, n_gqa, p + (a - t0),
-                             reinterpret_cast<const uint8_t*>(vv.ring + (a % vv.ring_rows) * hd_v), hd_v, 0, t1 - a,
-                             acc, acc_stride, kNone);
+        vv.for_each_part(t0, t1, hd_v, [&](bool fp16, const uint8_t* data, int64_t t, int64_t n, int64_t off) {
+            if (fp16)
+                accumulate_heads(f16_accumulate, f16_accumulate_multi, n_gqa, p + off, data, hd_v, t, n, acc,
+                                 acc_stride, kNone);
+            else
+                accumulate_heads(accumulate, accumulate_multi, n_gqa, p + off, data, hd_v, t, n, acc, acc_stride,
+                                 vv.consts);
+        });
     }
 
     // Query token i, the query heads of KV head g, split `split` of the key range.
@@ -169,14 +149,13 @@ struct AttentionJob {
         // The query heads' queries as the K format's scores read them, and their stride.
         const void* queries_k = prepare_query ? static_cast<const void*>(prepared) : fp32_query(head0);
         const size_t queries_k_stride = prepare_query ? query_bytes : size_t(hd_k) * sizeof(float);
+        const KVStreamView kv = cache->view(layer, KVKind::K, g, n_stored);
         for (int64_t h = head0; h < head0 + n_gqa; ++h) {
-            if (prepare_query)
-                prepare_query(fp32_query(h), hd_k, path, prepared_query(h), cache->view(layer, KVKind::K, g, 0).consts);
+            if (prepare_query) prepare_query(fp32_query(h), hd_k, path, prepared_query(h), kv.consts);
             max[state(i, split, h)] = -std::numeric_limits<float>::infinity();
             sum[state(i, split, h)] = 0.0f;
             std::fill_n(accumulator(i, split, h), hd_v, 0.0f);
         }
-        const KVStreamView kv = cache->view(layer, KVKind::K, g, n_stored);
         const KVStreamView vv = cache->view(layer, KVKind::V, g, n_stored);
         // The query heads' accumulators are hd_v floats apart (accumulator()).
         float* acc0 = accumulator(i, split, head0);
@@ -226,7 +205,7 @@ struct AttentionJob {
 }  // namespace
 
 Attention::Attention(const KVCache& cache, int n_threads, int64_t n_batch, int64_t n_head)
-    : cache_(cache), n_threads_(n_threads), n_batch_(n_batch), n_head_(n_head) {
+    : cache_(cache), n_threads_(n_threads), n_batch_(n_batch), n_head_(n_head), f16_(&kv_format("f16")) {
     // A split run has n_tokens * n_head_kv < target tasks before splitting, so its
     // n_tokens * n_split stays below 2 * target.
     max_split_rows_ = 2 * kTasksPerThread * n_threads;
@@ -257,12 +236,12 @@ void Attention::run(const float* q, int64_t n_tokens, int64_t pos0, int64_t laye
     job.prepare_query = cache_.k_format(layer).prepare_query;
     job.scores = kv_scores_for(cache_.k_format(layer), path);
     job.accumulate = kv_accumulate_for(cache_.v_format(layer), path);
-    job.f16_scores = kv_scores_for(kv_format("f16"), path);
-    job.f16_accumulate = kv_accumulate_for(kv_format("f16"), path);
+    job.f16_scores = kv_scores_for(*f16_, path);
+    job.f16_accumulate = kv_accumulate_for(*f16_, path);
     job.scores_multi = multi_query_ ? kv_scores_multi_for(cache_.k_format(layer), path) : nullptr;
     job.accumulate_multi = multi_query_ ? kv_accumulate_multi_for(cache_.v_format(layer), path) : nullptr;
-    job.f16_scores_multi = multi_query_ ? kv_scores_multi_for(kv_format("f16"), path) : nullptr;
-    job.f16_accumulate_multi = multi_query_ ? kv_accumulate_multi_for(kv_format("f16"), path) : nullptr;
+    job.f16_scores_multi = multi_query_ ? kv_scores_multi_for(*f16_, path) : nullptr;
+    job.f16_accumulate_multi = multi_query_ ? kv_accumulate_multi_for(*f16_, path) : nullptr;
     job.n_stored = pos0 + n_tokens;
     job.n_head = n_head_;
     job.n_head_kv = cache_.n_head_kv();

@@ -40,6 +40,7 @@ private:
     std::vector<uint8_t> queries_;    // per thread: the prepared queries of one KV head's query heads
     std::vector<float> probs_;        // per thread: one tile of scores, then probabilities, per query head
     bool multi_query_ = true;
+    const KVFormat* f16_;  // sink and ring rows, looked up once
     std::vector<float> max_, sum_;    // per (token, split, head): running max and sum of exp
     std::vector<float> partial_;      // per (token, split, head): unnormalised output (split runs only)
 };
