@@ -23,4 +23,9 @@ NB_MODULE(_core, m) {
     decollama::py::bind_model(m);
     decollama::py::bind_tokenizer(m);
     decollama::py::bind_kv(m);
+    decollama::py::bind_gpu(m);
+    decollama::py::bind_gpu_weights(m);
+    decollama::py::bind_gpu_ops(m);
+    decollama::py::bind_gpu_kv_store(m);
+    decollama::py::bind_gpu_attention(m);
 }

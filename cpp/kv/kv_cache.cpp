@@ -108,8 +108,8 @@ int64_t KVCache::committed(int64_t layer, KVKind kind, int64_t n) const {
 }
 
 int64_t KVCache::first_ring(int64_t layer, KVKind kind, int64_t n) const {
-    const int64_t sink = std::min(n, format(layer, kind).n_sink);
-    return std::max(sink, std::min(committed(layer, kind, n), n - window_));
+    const KVFormat& f = format(layer, kind);
+    return kv_first_ring(n, f.n_sink, f.tokens_per_block, window_);
 }
 
 KVStreamView KVCache::view(int64_t layer, KVKind kind, int64_t head, int64_t n) const {
@@ -180,7 +180,7 @@ void KVCache::store(int64_t layer, int64_t pos, int64_t n, const float* k, const
                               std::to_string(n_stored_[size_t(layer)]) + " are stored (truncate first)");
     if (pos + n > n_ctx_) throw InvalidArgument("KV cache: positions beyond n_ctx");
     if (wants_queries(layer) && q == nullptr) throw InvalidArgument("KV cache: this key format needs the queries");
-    if (track_query_energy_) {
+    if (track_query_energy_ && !is_external(layer)) {
         const int64_t n_gqa = n_head / n_head_kv_;
         for (int64_t t = 0; t < n; ++t)
             for (int64_t h = 0; h < n_head; ++h) {
@@ -199,9 +199,11 @@ void KVCache::store(int64_t layer, int64_t pos, int64_t n, const float* k, const
             store_stream(layer, kind, h, pos, n, rows, n_head_kv_ * hd, q, n_head, scratch);
         }
     };
-    const int64_t n_tasks = 2 * n_head_kv_;
+    const int64_t n_tasks = is_external(layer) ? 0 : 2 * n_head_kv_;
     const bool blocky = k_format(layer).tokens_per_block > 1 || v_format(layer).tokens_per_block > 1;
-    if (n < 16 && !blocky)  // decode: a few rows, not worth waking the pool
+    if (n_tasks == 0) {
+        // external layer: its owner writes the bytes
+    } else if (n < 16 && !blocky)  // decode: a few rows, not worth waking the pool
         store_range(0, n_tasks);
     else
         pool.parallel_for(n_tasks, store_range);
@@ -239,6 +241,11 @@ int64_t KVCache::truncate(int64_t n) {
             }
             // Window rows overwritten in the ring: decode them from the blocks (they were
             // compressed when written).
+            if (is_external(il)) {
+                if (refill_) refill_(refill_ctx_, il, kind, need, end);
+                lo = need;
+                continue;
+            }
             rows.resize(size_t((end - need) * hd));
             for (int64_t h = 0; h < n_head_kv_; ++h) {
                 uint8_t* base = stream_base(il, kind, h);

@@ -55,6 +55,21 @@ struct KVStreamView {
     }
 };
 
+// Where one stream's parts lie, as byte offsets from the stream's start (the same in every head
+// of a layer's K or V): query energy rows (fp32), the fp16 ring, fp16 sink rows, the blocks.
+struct KVStreamLayout {
+    size_t blocks, sink, ring, energy;
+    int64_t ring_rows;
+    bool energy_rows;  // the ring carries per-row query energies (keys of deco*)
+};
+
+// Positions [first_ring, n) of a stream with n stored are read from the ring: the ones past the
+// complete blocks and the newest `window`, never the sink.
+inline int64_t kv_first_ring(int64_t n, int64_t n_sink, int64_t tokens_per_block, int64_t window) {
+    const int64_t sink = std::min(n, n_sink);
+    return std::max(sink, std::min(n / tokens_per_block * tokens_per_block, n - window));
+}
+
 struct KVCacheOptions {
     int64_t window = 0;  // newest positions read from the fp16 ring (every format)
     // Per (layer, K or V, KV head), index (layer * 2 + kind) * n_head_kv + head; empty when no
@@ -111,6 +126,40 @@ public:
     // Decodes positions [t, t + n) of a stream as attention sees them (tests, calibration).
     void read(int64_t layer, KVKind kind, int64_t head, int64_t t, int64_t n, float* out) const;
 
+    // ---- layout, for a device copy of some layers (the GPU keeps the same bytes) ----
+    const KVStreamLayout& stream_layout(int64_t layer, KVKind kind) const { return layout(layer, kind); }
+    // Byte offset of a layer's streams from data(), and their size: K heads then V heads.
+    size_t layer_offset(int64_t layer) const { return layer_offset_[size_t(layer)]; }
+    size_t layer_bytes(int64_t layer) const {
+        const LayerLayout& l = layouts_[size_t(layer)];
+        return size_t(n_head_kv_) * (l.k_stride + l.v_stride);
+    }
+    // Offset of head 0's stream inside its layer, and the bytes between heads.
+    size_t kind_offset_in_layer(int64_t layer, KVKind kind) const {
+        return kind == KVKind::K ? 0 : layouts_[size_t(layer)].k_stride * size_t(n_head_kv_);
+    }
+    size_t head_stride(int64_t layer, KVKind kind) const {
+        const LayerLayout& l = layouts_[size_t(layer)];
+        return kind == KVKind::K ? l.k_stride : l.v_stride;
+    }
+    uint8_t* data() { return base_.get(); }
+    const uint8_t* data() const { return base_.get(); }
+    const KVStreamConsts& stream_consts(int64_t layer, KVKind kind, int64_t head) const {
+        return consts(layer, kind, head);
+    }
+    int64_t first_ring(int64_t layer, KVKind kind, int64_t n) const;
+    // Layers >= first are stored and read elsewhere (a device copy of their bytes): store() only
+    // advances their bookkeeping, and truncate() hands their ring refills to `refill` instead of
+    // writing them (refill(layer, kind, first, end): rows [first, end) must be decoded from the
+    // blocks back into the ring). Their host bytes are valid only where the owner copied them back.
+    using RefillFn = void (*)(void* ctx, int64_t layer, KVKind kind, int64_t first, int64_t end);
+    void set_external_layers(int64_t first, RefillFn refill, void* ctx) {
+        first_external_ = first;
+        refill_ = refill;
+        refill_ctx_ = ctx;
+    }
+    bool is_external(int64_t layer) const { return layer >= first_external_; }
+
     size_t bytes_allocated() const { return bytes_; }
     // bytes_allocated() / n_ctx: what one position costs at full context, ring and sink included.
     double bytes_per_token() const { return double(bytes_) / double(n_ctx_); }
@@ -120,11 +169,7 @@ public:
     double layer_bytes_per_token(int64_t layer) const;
 
 private:
-    struct StreamLayout {
-        size_t blocks, sink, ring, energy;  // offsets of one stream's parts
-        int64_t ring_rows;
-        bool energy_rows;
-    };
+    using StreamLayout = KVStreamLayout;
     struct LayerLayout {
         StreamLayout k, v;
         size_t k_stride, v_stride;  // bytes per head
@@ -145,7 +190,6 @@ private:
     int64_t committed(int64_t layer, KVKind kind, int64_t n) const;
     void store_stream(int64_t layer, KVKind kind, int64_t head, int64_t pos, int64_t n, const float* rows,
                       int64_t row_stride, const float* q, int64_t n_head, std::vector<float>& scratch);
-    int64_t first_ring(int64_t layer, KVKind kind, int64_t n) const;
 
     int64_t n_ctx_, n_head_kv_, head_dim_k_, head_dim_v_, window_;
     bool track_query_energy_;
@@ -157,6 +201,9 @@ private:
     std::vector<int64_t> ring_lo_;   // per (layer, kind): lowest position whose ring row is valid
     std::vector<int64_t> n_stored_;  // per layer
     size_t bytes_ = 0;
+    int64_t first_external_ = INT64_MAX;
+    RefillFn refill_ = nullptr;
+    void* refill_ctx_ = nullptr;
     std::unique_ptr<uint8_t[]> base_;  // uninitialised: pages are touched as positions fill
 };
 

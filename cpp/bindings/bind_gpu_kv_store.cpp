@@ -1,0 +1,11 @@
+#include <nanobind/nanobind.h>
+
+#include "bindings/bindings.h"
+
+namespace nb = nanobind;
+
+namespace decollama::py {
+
+void bind_gpu_kv_store(nb::module_& m) {}
+
+}  // namespace decollama::py
