@@ -17,5 +17,13 @@ def _skip_reason() -> str:
     return "no usable GPU: " + (info.get("gpu_unavailable_reason") or "none found")
 
 
-# Usage: pytestmark = needs_gpu  (or @needs_gpu on one test: a list applies both marks)
-needs_gpu = [pytest.mark.cuda, pytest.mark.skipif(not gpu_available(), reason=_skip_reason())]
+class _Marks(list):
+    """Marks usable both ways: `pytestmark = needs_gpu` (a list) and `@needs_gpu` on one test."""
+
+    def __call__(self, fn):
+        for mark in self:
+            fn = mark(fn)
+        return fn
+
+
+needs_gpu = _Marks([pytest.mark.cuda, pytest.mark.skipif(not gpu_available(), reason=_skip_reason())])
