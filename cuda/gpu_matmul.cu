@@ -8,6 +8,9 @@
 //           step it dequantizes 64 rows x 64 values of W and converts 64 tokens x 64 values of X
 //           to fp16 in shared memory, and 4 warps (32 x 32 each) multiply them with WMMA
 //           16x16x16 (fp16 in, fp32 accumulate). Edges (rows, tokens, k) are zero-filled.
+//           fp16 overflow: each token row t of X is multiplied by a power of two s_t before the
+//           conversion (max |x_t * s_t| <= 2^14, gpu_activation_scale.h) and its fp32 outputs by
+//           1 / s_t, both exact; s_t = 1 for rows already small, so those are unchanged.
 //   embed:  one block per token, threads over the row's sub-blocks.
 //
 // Kernel instantiations: 3 per weight type (decode, prefill, embed).
@@ -19,6 +22,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "gpu_activation_scale.h"
 #include "gpu_check.h"
 #include "gpu_matmul.h"
 #include "gpu_matmul_hooks.h"
@@ -107,7 +111,7 @@ constexpr int kStageBytes = (kTileOut + kTileTok) * kLdH * 2;
 constexpr int kOutBytes = kTileTok * kLdC * 4;
 constexpr int kPrefillSmem = kStageBytes > kOutBytes ? kStageBytes : kOutBytes;
 static_assert(kPrefillThreads == kTileOut * (kTileK / 32), "one dequantized sub-block per thread and k step");
-static_assert(kPrefillSmem <= 48 * 1024, "static shared memory");
+static_assert(kPrefillSmem + kTileTok * sizeof(ActivationScale) <= 48 * 1024, "static shared memory");
 
 // Sub-block at value k of a row, zeros past n_in (only plain rows end inside a sub-block).
 template <class W>
@@ -122,19 +126,54 @@ __device__ __forceinline__ void load_sub_guarded(const uint8_t* row, int64_t k, 
     dequant_sub<W>(row, k / 32, v);
 }
 
+// max |x| of the activation row xr[0 .. n_in) over the lanes of a warp (every lane gets it);
+// vec4: xr is 16-byte aligned and n_in % 4 == 0.
+__device__ __forceinline__ float warp_row_abs_max(const float* __restrict__ xr, int64_t n_in, bool vec4) {
+    const int lane = threadIdx.x % kWarp;
+    float m = 0.0f;
+    if (vec4) {
+        const float4* p = reinterpret_cast<const float4*>(xr);
+        for (int64_t i = lane; i < n_in / 4; i += kWarp) {
+            const float4 a = __ldg(p + i);
+            m = abs_max_update(abs_max_update(m, a.x), a.y);
+            m = abs_max_update(abs_max_update(m, a.z), a.w);
+        }
+    } else {
+        for (int64_t i = lane; i < n_in; i += kWarp) m = abs_max_update(m, __ldg(xr + i));
+    }
+#pragma unroll
+    for (int off = kWarp / 2; off > 0; off /= 2) m = abs_max_update(m, __shfl_xor_sync(0xffffffffu, m, off));
+    return m;
+}
+
+// vec4: as in the decode kernel (x 16-byte aligned, n_in % 4 == 0), for the scale prologue.
 template <class W>
 __global__ void __launch_bounds__(kPrefillThreads)
     matmul_prefill_kernel(const uint8_t* __restrict__ w, size_t row_bytes, int64_t n_in, int64_t n_out,
-                          const float* __restrict__ x, int64_t n_tokens, float* __restrict__ y) {
+                          const float* __restrict__ x, int64_t n_tokens, float* __restrict__ y, bool vec4) {
     using namespace nvcuda;
     __shared__ __align__(128) unsigned char smem[kPrefillSmem];
     half* ws = reinterpret_cast<half*>(smem);  // [kTileOut][kLdH]: W rows (B, col-major k x out)
     half* xs = ws + kTileOut * kLdH;           // [kTileTok][kLdH]: X rows (A, row-major tok x k)
     float* cs = reinterpret_cast<float*>(smem);  // [kTileTok][kLdC], after the k loop
+    __shared__ ActivationScale row_scale[kTileTok];  // s_t and 1 / s_t of the tile's token rows
 
     const int tid = threadIdx.x, warp = tid / kWarp;
     const int64_t o0 = int64_t(blockIdx.x) * kTileOut, t0 = int64_t(blockIdx.y) * kTileTok;
     const int warp_tok = (warp / 2) * 32, warp_out = (warp % 2) * 32;
+
+    // Prologue: the fp16 scale of each of the tile's 64 token rows, one warp per row. Done here
+    // rather than by a separate kernel into a scale buffer: gpu_matmul has no scratch (a
+    // cudaMalloc per call is slow and synchronizes), it needs no second launch, and
+    // it stays stream-safe. The price is one more pass over the tile's activation rows per block
+    // (vectorized, mostly L2 hits since every block column reads the same rows), beside the
+    // k loop's dequantization and WMMA work; the decode kernel (fp32) needs no scale.
+    for (int tt = warp; tt < kTileTok; tt += kPrefillThreads / kWarp) {
+        const int64_t t = t0 + tt;
+        const float m = t < n_tokens ? warp_row_abs_max(x + t * n_in, n_in, vec4) : 0.0f;
+        if (tid % kWarp == 0) row_scale[tt] = activation_scale(m);
+    }
+    __syncthreads();
 
     wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2][2];
 #pragma unroll
@@ -166,7 +205,8 @@ __global__ void __launch_bounds__(kPrefillThreads)
         for (int i = tid; i < kTileTok * kTileK; i += kPrefillThreads) {
             const int tt = i / kTileK, kk = i % kTileK;
             const int64_t t = t0 + tt, k = k0 + kk;
-            xs[tt * kLdH + kk] = __float2half_rn(t < n_tokens && k < n_in ? __ldg(x + t * n_in + k) : 0.0f);
+            const float v = t < n_tokens && k < n_in ? __ldg(x + t * n_in + k) * row_scale[tt].scale : 0.0f;
+            xs[tt * kLdH + kk] = __float2half_rn(v);  // |v| <= 2^14 unless the row holds inf / NaN
         }
         __syncthreads();
 
@@ -197,7 +237,7 @@ __global__ void __launch_bounds__(kPrefillThreads)
     for (int i = tid; i < kTileTok * kTileOut; i += kPrefillThreads) {
         const int tt = i / kTileOut, oo = i % kTileOut;
         const int64_t t = t0 + tt, o = o0 + oo;
-        if (t < n_tokens && o < n_out) y[t * n_out + o] = cs[tt * kLdC + oo];
+        if (t < n_tokens && o < n_out) y[t * n_out + o] = cs[tt * kLdC + oo] * row_scale[tt].inverse;
     }
 }
 
@@ -239,14 +279,14 @@ bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 
 template <class W>
 void launch_matmul(const GpuMatrix& w, const float* x, int64_t n_tokens, float* y, cudaStream_t stream) {
+    const bool vec4 = aligned16(x) && w.n_in % 4 == 0;
     if (n_tokens <= kDecodeTokens) {
-        const bool vec4 = aligned16(x) && w.n_in % 4 == 0;
         matmul_decode_kernel<W><<<grid_for(w.n_out, kDecodeWarps), kDecodeWarps * kWarp, 0, stream>>>(
             w.data, w.row_bytes, w.n_in, w.n_out, x, int(n_tokens), y, vec4);
     } else {
         const dim3 grid(grid_for(w.n_out, kTileOut), grid_for(n_tokens, kTileTok));
         matmul_prefill_kernel<W><<<grid, kPrefillThreads, 0, stream>>>(w.data, w.row_bytes, w.n_in, w.n_out, x,
-                                                                        n_tokens, y);
+                                                                        n_tokens, y, vec4);
     }
     DL_CUDA_CHECK_LAUNCH();
 }

@@ -2,11 +2,14 @@
 
 Host part (every build, CI): the kernels' own block dequantizers, run on the CPU through
 core.gpu_host_dequantize, equal the CPU dequantizers bit for bit and gguf-py's, on quantized rows
-and on random block bytes (every code pattern, negative / subnormal / zero fp16 scales).
+and on random block bytes (every code pattern, negative / subnormal / zero fp16 scales); the tensor-core
+path's per-token power-of-two activation scale (core.gpu_host_activation_scales: the same DL_HD
+code) keeps every row's fp16 values <= 2^14 and is 1 on rows already below.
 
 GPU part (skips without a GPU): core.gpu_matmul against numpy on the CPU-dequantized weights for
 the decode kernel (fp32, n_tokens <= core.gpu_decode_max_tokens()) and the tensor-core one (fp16
-operands, fp32 accumulation), on shapes with edges in every dimension; core.gpu_embed against the
+operands, fp32 accumulation), on shapes with edges in every dimension, and on activations past
+fp16's range (1e5 - 1e6, the scaled path); core.gpu_embed against the
 CPU-dequantized rows."""
 import numpy as np
 import pytest
@@ -125,6 +128,78 @@ def test_host_dequantize_bad_arguments():
         core.gpu_host_dequantize("q4_0", np.zeros(17, np.uint8), 32)  # wrong byte count
     with pytest.raises(ValueError):
         core.gpu_host_dequantize("f16", np.zeros(6, np.uint8), 4)
+
+
+# ---- host: the per-token activation scale of the tensor-core path (every build) -------------
+
+BOUND = 2.0**14
+
+
+def expected_scale(m: float) -> float:
+    """2^-k for the smallest k >= 0 with m * 2^-k <= 2^14 (1 for NaN / inf / small m), exactly."""
+    if not np.isfinite(m) or m <= BOUND:
+        return 1.0
+    f, e = np.frexp(np.float64(m))  # m = f * 2^e, 0.5 <= f < 1
+    ceil_log2 = int(e) - 1 if f == 0.5 else int(e)
+    return 2.0 ** -(ceil_log2 - 14)
+
+
+def check_scales(x: np.ndarray):
+    m, s, inv = core.gpu_host_activation_scales(x)
+    assert m.dtype == s.dtype == inv.dtype == np.float32 and m.shape == s.shape == inv.shape == (x.shape[0],)
+    with np.errstate(invalid="ignore"):
+        np.testing.assert_array_equal(m, np.nanmax(np.where(np.isnan(x), 0, np.abs(x)), axis=1, initial=0))
+    m64, s64 = m.astype(np.float64), s.astype(np.float64)
+    frac, _ = np.frexp(s64)
+    assert np.all(frac == 0.5) and np.all(s64 <= 1.0), "s is a power of two <= 1"
+    np.testing.assert_array_equal(s64 * inv.astype(np.float64), 1.0)  # 1 / s exact
+    finite = np.isfinite(m64)
+    assert np.all(m64[finite] * s64[finite] <= BOUND)
+    assert np.all(s64[~finite] == 1.0) and np.all(s64[m64 <= BOUND] == 1.0)
+    big = finite & (m64 > BOUND)
+    assert np.all(m64[big] * s64[big] > BOUND / 2), "the smallest k"
+    np.testing.assert_array_equal(s64, [expected_scale(v) for v in m64])
+    rows_ok = np.isfinite(x).all(axis=1)
+    scaled = (x[rows_ok] * s[rows_ok, None]).astype(np.float16)
+    assert np.all(np.isfinite(scaled)) and np.abs(scaled.astype(np.float64)).max(initial=0) <= BOUND
+    return m, s, inv
+
+
+def test_activation_scale_representative_values():
+    f32 = np.finfo(np.float32)
+    denormal = np.float32(1e-40)
+    values = [0.0, 1e-30, float(denormal), 1.0, 2.0**14, 2.0**14 * (1 + 2.0**-23), 2.0**15, 65504.0, 1e5,
+              1e6, 1e9, -1e5, -1e9, float(f32.max), -float(f32.max)]
+    x = np.array([[v, -0.5 * v, 0.25, -3.0e-3] for v in values], dtype=np.float32)
+    m, s, _ = check_scales(x)
+    expected = {0.0: 1, 1e-30: 1, 1.0: 1, 2.0**14: 1, 2.0**15: 0.5, 65504.0: 0.25, 1e5: 2.0**-3, 1e9: 2.0**-16}
+    for v, e in expected.items():
+        assert s[values.index(v)] == e, (v, s[values.index(v)])
+    assert s[values.index(2.0**14 * (1 + 2.0**-23))] == 0.5  # just above the bound
+    assert s[values.index(float(denormal))] == 1 and m[values.index(-1e5)] == np.float32(1e5)
+    assert s[values.index(-1e9)] == 2.0**-16 and s[values.index(float(f32.max))] == 2.0**-114
+
+
+def test_activation_scale_random_magnitudes():
+    rng = np.random.default_rng(21)
+    mags = 10.0 ** rng.uniform(-45, 38.5, size=(2000, 1))
+    x = np.clip(rng.standard_normal((2000, 16)) * mags, -3e38, 3e38).astype(np.float32)
+    x[:, 3] = np.float32(rng.choice([65504, 16384, 32768, 1e5], size=2000))  # exact powers / fp16 max
+    check_scales(x)
+
+
+def test_activation_scale_non_finite_rows():
+    nan, inf = np.float32(np.nan), np.float32(np.inf)
+    x = np.array([[nan, 1e5, 1.0, 2.0],       # NaN skipped: scaled for 1e5, NaN stays NaN
+                  [nan, nan, nan, nan],      # m = 0, s = 1
+                  [inf, 1e5, 1.0, 2.0],      # inf: s = 1, the row as it is
+                  [-inf, 3.0, nan, 1.0],
+                  [0.0, 0.0, 0.0, 0.0]], dtype=np.float32)
+    m, s, inv = check_scales(x)
+    np.testing.assert_array_equal(m, [1e5, 0, inf, inf, 0])
+    np.testing.assert_array_equal(s, [2.0**-3, 1, 1, 1, 1])
+    np.testing.assert_array_equal(inv, [8, 1, 1, 1, 1])
+    assert core.gpu_activation_scale_bound() == BOUND
 
 
 def test_gpu_calls_raise_runtime_error_without_a_gpu():
@@ -266,3 +341,41 @@ def test_gpu_embed_bad_tokens():
     with pytest.raises(ValueError):
         core.gpu_embed("q4_0", data, 32, np.array([-1], np.int32))
     assert core.gpu_embed("q4_0", data, 32, np.zeros(0, np.int32)).shape == (0, 32)
+
+
+@needs_gpu
+@pytest.mark.parametrize("name", ["f16", "q8_0", "q4_K", "q6_K"])
+def test_gpu_prefill_activations_beyond_fp16(name):
+    """Rows of 1e5 - 1e6 (inf in fp16 unscaled) through the tensor-core path: finite, and as close to
+    numpy as the fp16 rounding of the scaled operands allows; small rows in the same tiles are
+    unaffected; a row holding inf gives non-finite outputs in that row only."""
+    n_in, n_out, n_tokens = 512, 67, 75  # two token tiles, a partial output tile
+    assert n_tokens > core.gpu_decode_max_tokens()
+    data, w = weights(name, n_in, n_out, 31)
+    rng = np.random.default_rng(32)
+    x = rng.standard_normal((n_tokens, n_in)).astype(np.float32)
+    big = [0, 5, 63, 64, 70]
+    x[big] *= np.float32(rng.uniform(1e5, 1e6, size=(len(big), 1)) / 3)  # |x| up to ~5e6
+    x[10, 17] = 7.5e5  # one spike in an otherwise small row
+    x[66] = rng.uniform(-1e6, 1e6, n_in)
+    with np.errstate(over="ignore"):
+        assert not np.isfinite(x.astype(np.float16)).all()  # unscaled fp16 would overflow
+    y = core.gpu_matmul(name, data, n_in, n_out, x)
+    assert np.isfinite(y).all()
+
+    _, s, inv = core.gpu_host_activation_scales(x)
+    assert (s[big] < 1).all() and s[10] < 1 and s[66] < 1 and s[1] == 1
+    w64, x64 = w.astype(np.float64), x.astype(np.float64)
+    magnitude = np.abs(x64) @ np.abs(w64).T + 1e-30
+    xs = (x * s[:, None]).astype(np.float16).astype(np.float64)
+    rounded = (xs @ w.astype(np.float16).astype(np.float64).T) * inv[:, None].astype(np.float64)
+    err = np.abs(y - rounded) / magnitude
+    assert err.max() <= 1e-4, ("vs fp16-rounded scaled operands", err.max())
+    err = np.abs(y - x64 @ w64.T) / magnitude
+    assert err.max() <= 1e-2, ("vs exact", err.max())
+
+    x[40, 3] = np.inf
+    y2 = core.gpu_matmul(name, data, n_in, n_out, x)
+    assert not np.isfinite(y2[40]).any()
+    rest = np.arange(n_tokens) != 40
+    np.testing.assert_array_equal(y2[rest], y[rest])

@@ -1,5 +1,6 @@
 // Test hooks of the GPU weight kernels. gpu_host_dequantize runs the kernels' DL_HD block
-// dequantizers (cuda/gpu_weight_blocks.h) on the CPU in every build; gpu_matmul / gpu_embed
+// dequantizers (cuda/gpu_weight_blocks.h) on the CPU in every build, gpu_host_activation_scales
+// the prefill kernel's per-token fp16 scale choice (cuda/gpu_activation_scale.h); gpu_matmul / gpu_embed
 // launch the CUDA kernels (cuda/gpu_matmul.cu) and raise RuntimeError in a build without CUDA or
 // on a machine without a usable GPU.
 #include <nanobind/nanobind.h>
@@ -13,6 +14,7 @@
 
 #include "bindings/bindings.h"
 #include "common/error.h"
+#include "cuda/gpu_activation_scale.h"
 #include "cuda/gpu_weight_blocks.h"
 #include "quant/weight_types.h"
 #ifdef DECOLLAMA_WITH_CUDA
@@ -84,6 +86,22 @@ nb::ndarray<nb::numpy, float> gpu_host_dequantize(const std::string& name, const
     return to_numpy(std::move(out), {size_t(n)});
 }
 
+// Per row of x: (max |x|, s, 1 / s) as the prefill kernel computes them (same DL_HD code).
+nb::tuple gpu_host_activation_scales(const FloatMatrix& x) {
+    const size_t n_tokens = x.shape(0), n_in = x.shape(1);
+    std::vector<float> m(n_tokens), s(n_tokens), inv(n_tokens);
+    for (size_t t = 0; t < n_tokens; ++t) {
+        float row_max = 0.0f;
+        for (size_t k = 0; k < n_in; ++k) row_max = gpu::abs_max_update(row_max, x.data()[t * n_in + k]);
+        const gpu::ActivationScale a = gpu::activation_scale(row_max);
+        m[t] = row_max;
+        s[t] = a.scale;
+        inv[t] = a.inverse;
+    }
+    return nb::make_tuple(to_numpy(std::move(m), {n_tokens}), to_numpy(std::move(s), {n_tokens}),
+                          to_numpy(std::move(inv), {n_tokens}));
+}
+
 [[noreturn]] void no_cuda() { throw std::runtime_error("decollama was built without CUDA"); }
 
 nb::ndarray<nb::numpy, float> gpu_matmul(const std::string& name, const ByteArray& w, int64_t n_in, int64_t n_out,
@@ -150,6 +168,13 @@ void bind_gpu_weights(nb::module_& m) {
     m.def("gpu_host_dequantize", &gpu_host_dequantize, nb::arg("type_name"), nb::arg("data"), nb::arg("n"),
           "n float32 values of a row of blocks (uint8), dequantized on the CPU by the GPU kernels' own block "
           "code (every build).");
+    m.def("gpu_host_activation_scales", &gpu_host_activation_scales, nb::arg("x"),
+          "(m, s, inv), float32 arrays with one entry per row of x[n_tokens, n_in] (float32): m = max |x_t| "
+          "(NaN skipped), s = 2^-k the power-of-two scale the tensor-core matmul applies to the row before "
+          "converting it to fp16 (m * s <= gpu_activation_scale_bound(); 1 when already below or m = inf), "
+          "inv = 1 / s. CPU, every build.");
+    m.def("gpu_activation_scale_bound", []() { return gpu::kActivationScaleBound; },
+          "The bound of max |x * s| on the fp16 activations of the tensor-core matmul (2^14).");
     m.def("gpu_matmul", &gpu_matmul, nb::arg("type_name"), nb::arg("w"), nb::arg("n_in"), nb::arg("n_out"),
           nb::arg("x"), nb::arg("misalign") = false,
           "y[n_tokens, n_out] = x[n_tokens, n_in] @ W.T on the GPU, W given as n_out rows of blocks (uint8); "
