@@ -13,24 +13,11 @@
 #include <memory>
 
 #include "gpu_check.h"
+#include "gpu_tensors.h"
 #include "kv/kv_cache.h"
 #include "kv/kv_format.h"
 
 namespace decollama::gpu {
-
-// One layer's K or V streams on the device: n_head_kv streams head_stride bytes apart, each
-// laid out as `layout` says (offsets from the stream's start).
-struct GpuStreamSet {
-    const KVFormat* format = nullptr;  // host row: name, geometry, n_sink
-    uint8_t* base = nullptr;           // device: head 0's stream
-    size_t head_stride = 0;
-    KVStreamLayout layout{};
-    int64_t head_dim = 0, n_head_kv = 0;
-    // cq*: device codebooks, per head [head_dim / c][256][c] fp32 (head h at h * head_dim * 256),
-    // and encode metrics, per head [head_dim]. Null otherwise.
-    const float* codebooks = nullptr;
-    const float* metrics = nullptr;
-};
 
 // Stores positions [pos, pos + n) of every head of a stream set, with the same bytes as
 // KVCache::store_stream: token i, head h at rows + i * row_stride + h * head_dim (device fp32).

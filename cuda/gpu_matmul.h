@@ -9,17 +9,10 @@
 
 #include <cstdint>
 
+#include "gpu_tensors.h"
 #include "quant/ggml_type.h"
 
 namespace decollama::gpu {
-
-// A weight matrix in device memory: n_out rows of n_in values in `type` blocks.
-struct GpuMatrix {
-    const uint8_t* data = nullptr;  // device
-    GGMLType type = GGMLType::F32;
-    int64_t n_in = 0, n_out = 0;
-    size_t row_bytes = 0;  // bytes of one row of n_in values
-};
 
 // Whether the GPU kernels handle this weight type.
 bool gpu_supports_weight(GGMLType type);

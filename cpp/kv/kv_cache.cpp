@@ -179,7 +179,7 @@ void KVCache::store(int64_t layer, int64_t pos, int64_t n, const float* k, const
         throw InvalidArgument("KV cache: store at position " + std::to_string(pos) + " but " +
                               std::to_string(n_stored_[size_t(layer)]) + " are stored (truncate first)");
     if (pos + n > n_ctx_) throw InvalidArgument("KV cache: positions beyond n_ctx");
-    if (wants_queries(layer) && q == nullptr) throw InvalidArgument("KV cache: this key format needs the queries");
+    if (!is_external(layer) && wants_queries(layer) && q == nullptr) throw InvalidArgument("KV cache: this key format needs the queries");
     if (track_query_energy_ && !is_external(layer)) {
         const int64_t n_gqa = n_head / n_head_kv_;
         for (int64_t t = 0; t < n; ++t)
@@ -214,6 +214,19 @@ void KVCache::store(int64_t layer, int64_t pos, int64_t n, const float* k, const
     }
 }
 
+void KVCache::refill_ring(int64_t layer, KVKind kind, int64_t first, int64_t end) {
+    if (first >= end) return;
+    const StreamLayout& sl = layout(layer, kind);
+    const int64_t hd = head_dim(kind);
+    std::vector<float> rows(size_t((end - first) * hd));
+    for (int64_t h = 0; h < n_head_kv_; ++h) {
+        uint8_t* base = stream_base(layer, kind, h);
+        format(layer, kind).read(base + sl.blocks, hd, first, end - first, rows.data(), consts(layer, kind, h));
+        uint16_t* ring = reinterpret_cast<uint16_t*>(base + sl.ring);
+        for (int64_t t = first; t < end; ++t) to_fp16(rows.data() + (t - first) * hd, hd, ring + (t % sl.ring_rows) * hd);
+    }
+}
+
 int64_t KVCache::truncate(int64_t n) {
     n = std::max<int64_t>(0, n);
     int64_t kept = n;
@@ -226,13 +239,11 @@ int64_t KVCache::truncate(int64_t n) {
         }
     }
     if (kept == 0) std::fill(query_energy_.begin(), query_energy_.end(), 0.0);
-    std::vector<float> rows;
     for (int64_t il = 0; il < n_layer(); ++il) {
         n_stored_[size_t(il)] = std::min(n_stored_[size_t(il)], kept);
         for (KVKind kind : {KVKind::K, KVKind::V}) {
             int64_t& lo = ring_lo_[size_t(il) * 2 + size_t(kind)];
-            const StreamLayout& sl = layout(il, kind);
-            const int64_t need = first_ring(il, kind, kept), hd = head_dim(kind);
+            const int64_t need = first_ring(il, kind, kept);
             // Ring rows read after the truncation: [need, kept); valid ones: [lo, kept).
             const int64_t end = std::min(lo, kept);
             if (need >= end) {
@@ -243,16 +254,8 @@ int64_t KVCache::truncate(int64_t n) {
             // compressed when written).
             if (is_external(il)) {
                 if (refill_) refill_(refill_ctx_, il, kind, need, end);
-                lo = need;
-                continue;
-            }
-            rows.resize(size_t((end - need) * hd));
-            for (int64_t h = 0; h < n_head_kv_; ++h) {
-                uint8_t* base = stream_base(il, kind, h);
-                format(il, kind).read(base + sl.blocks, hd, need, end - need, rows.data(), consts(il, kind, h));
-                uint16_t* ring = reinterpret_cast<uint16_t*>(base + sl.ring);
-                for (int64_t t = need; t < end; ++t)
-                    to_fp16(rows.data() + (t - need) * hd, hd, ring + (t % sl.ring_rows) * hd);
+            } else {
+                refill_ring(il, kind, need, end);
             }
             lo = need;
         }

@@ -98,6 +98,7 @@ public:
     const KVFormat& format(int64_t layer, KVKind kind) const {
         return kind == KVKind::K ? k_format(layer) : v_format(layer);
     }
+    bool tracks_query_energy() const { return track_query_energy_; }
     bool wants_queries(int64_t layer) const { return track_query_energy_ || k_format(layer).wants_query_energy; }
     // With track_query_energy: sum over stored positions and the KV head's query heads of q^2,
     // head_dim_k values (cleared with the cache).
@@ -159,6 +160,10 @@ public:
         refill_ctx_ = ctx;
     }
     bool is_external(int64_t layer) const { return layer >= first_external_; }
+    // Decodes positions [first, end) of every head's K or V stream of a layer from its blocks
+    // into its fp16 ring, on the host bytes (truncate's refill; an external layer's owner calls
+    // it on a host copy of the layer's bytes).
+    void refill_ring(int64_t layer, KVKind kind, int64_t first, int64_t end);
 
     size_t bytes_allocated() const { return bytes_; }
     // bytes_allocated() / n_ctx: what one position costs at full context, ring and sink included.

@@ -1,5 +1,7 @@
 #include "model/forward.h"
 
+#include <algorithm>
+
 #include "common/error.h"
 #include "model/ops.h"
 
@@ -25,12 +27,13 @@ void for_each_row(ThreadPool& pool, int64_t begin, int64_t end, const RowFn& fn)
 }  // namespace
 
 Forward::Forward(const HParams& hp, const ModelWeights& w, KVCache& cache, int n_threads, int64_t n_batch,
-                 ActivationPrecision precision)
+                 ActivationPrecision precision, int64_t n_layers)
     : hp_(hp),
       w_(w),
       cache_(cache),
       n_batch_(n_batch),
       precision_(precision),
+      n_layers_(n_layers < 0 ? hp.n_layer : std::min(n_layers, hp.n_layer)),
       rope_global_(hp.rope_global, hp.n_rot, w.rope_freq_factors),
       rope_local_(hp.rope_local, hp.n_rot, w.rope_freq_factors),
       attention_(cache, n_threads, n_batch, hp.n_head) {
@@ -60,11 +63,12 @@ void Forward::run(const int32_t* tokens, int64_t n, int64_t pos0, int64_t first_
     rope_global_.tables(pos0, n, cos_global_.data(), sin_global_.data());
     if (hp_.sliding_window > 0) rope_local_.tables(pos0, n, cos_local_.data(), sin_local_.data());
 
-    for (int64_t il = 0; il < hp_.n_layer; ++il) {
+    for (int64_t il = 0; il < n_layers_; ++il) {
         const int64_t r0 = il == hp_.n_layer - 1 ? first_output : 0;
         attention_block(il, r0, n, pos0, pool, path);
         ffn_block(il, r0, n, pool, path);
     }
+    if (n_layers_ < hp_.n_layer) return;
     const int64_t n_embd = hp_.n_embd;
     for_each_row(pool, first_output, n, [&](int64_t t) {
         float* x = x_.data() + t * n_embd;

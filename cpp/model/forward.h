@@ -19,14 +19,20 @@ namespace decollama {
 class Forward {
 public:
     // hp, w and cache must outlive this. precision: how every matmul meets quantized weights.
+    // n_layers: the layers this forward runs, [0, n_layers) (the rest are offloaded); -1: all.
     Forward(const HParams& hp, const ModelWeights& w, KVCache& cache, int n_threads, int64_t n_batch,
-            ActivationPrecision precision = ActivationPrecision::Quantized);
+            ActivationPrecision precision = ActivationPrecision::Quantized, int64_t n_layers = -1);
 
-    // Runs n <= n_batch tokens (ids already validated) at positions pos0.. through every
-    // layer, storing their keys and values in the cache, and leaves the final-normed hidden
-    // states of rows [first_output, n) for logits(). The last layer computes no more than the
-    // keys and values of the rows before first_output (n: no outputs at all).
+    // Runs n <= n_batch tokens (ids already validated) at positions pos0.. through its layers,
+    // storing their keys and values in the cache. With every layer: leaves the final-normed
+    // hidden states of rows [first_output, n) for logits(); the last layer computes no more than
+    // the keys and values of the rows before first_output (n: no outputs at all). With fewer:
+    // leaves the residual stream of all n rows in hidden() for the offloaded layers.
     void run(const int32_t* tokens, int64_t n, int64_t pos0, int64_t first_output, ThreadPool& pool, CpuPath path);
+
+    // The n_batch rows of n_embd the layers work on: the residual stream, final-normed after
+    // run() with every layer. logits() reads it, so offloaded layers may write final rows here.
+    float* hidden() { return x_.data(); }
 
     // Logits of rows [row_begin, row_end) of the last run (within [first_output, n)), one
     // n_vocab row each.
@@ -48,6 +54,7 @@ private:
     KVCache& cache_;
     int64_t n_batch_;
     ActivationPrecision precision_;
+    int64_t n_layers_;
     RopeFrequencies rope_global_, rope_local_;
     // Activations, n_batch rows each: residual stream, normed input / projection output, q, k,
     // v, attention output, FFN gate and up.

@@ -17,6 +17,8 @@ const ModelOptions& validated(const ModelOptions& o) {
     if (o.n_ctx <= 0) throw InvalidArgument("n_ctx must be > 0, got " + std::to_string(o.n_ctx));
     if (o.n_batch <= 0) throw InvalidArgument("n_batch must be > 0, got " + std::to_string(o.n_batch));
     if (o.n_threads < 0) throw InvalidArgument("n_threads must be >= 0, got " + std::to_string(o.n_threads));
+    if (o.n_gpu_layers < -1)
+        throw InvalidArgument("n_gpu_layers must be >= -1 (-1: every layer), got " + std::to_string(o.n_gpu_layers));
     if (o.kv_window < 0) throw InvalidArgument("kv_window must be >= 0, got " + std::to_string(o.kv_window));
     for (const auto* names : {&o.kv_k, &o.kv_v})
         for (const std::string& name : *names) kv_format(name);  // InvalidArgument listing the valid ones
@@ -70,6 +72,16 @@ KVCacheOptions cache_options(const ModelOptions& o, const HParams& hp, const std
     return c;
 }
 
+// Layers the CPU runs: the first n_layer - n_gpu_layers.
+int64_t cpu_layers(const ModelOptions& o, const HParams& hp) {
+    if (o.n_gpu_layers < 0) return 0;
+    return std::max<int64_t>(0, hp.n_layer - o.n_gpu_layers);
+}
+
+void refill_offloaded(void* offload, int64_t layer, KVKind kind, int64_t first, int64_t end) {
+    static_cast<LayerOffload*>(offload)->refill_ring(layer, kind, first, end);
+}
+
 }  // namespace
 
 Model::Model(const std::string& path, const ModelOptions& options)
@@ -84,7 +96,41 @@ Model::Model(const std::string& path, const ModelOptions& options)
       cache_(options.n_ctx, hp_.n_head_kv, hp_.head_dim_k, hp_.head_dim_v, layer_formats(options, hp_.n_layer),
              cache_options(options, hp_, layer_formats(options, hp_.n_layer), codebooks_.get())),
       forward_(hp_, weights_, cache_, pool_.size(), n_batch_,
-               options.precise_activations ? ActivationPrecision::Fp32 : ActivationPrecision::Quantized) {}
+               options.precise_activations ? ActivationPrecision::Fp32 : ActivationPrecision::Quantized,
+               cpu_layers(options, hp_)) {
+    if (options.n_gpu_layers == 0) return;
+    OffloadOptions o;
+    o.first_layer = cpu_layers(options, hp_);
+    o.output = options.n_gpu_layers < 0 || options.n_gpu_layers > hp_.n_layer;
+    o.n_batch = n_batch_;
+    o.backend = options.offload_backend;
+    o.precise_activations = options.precise_activations;
+    try {
+        offload_ = make_layer_offload(hp_, weights_, cache_, pool_, path_, o);
+    } catch (const InvalidArgument& e) {
+        throw InvalidArgument("n_gpu_layers=" + std::to_string(options.n_gpu_layers) + ": " + e.what() +
+                              "; use n_gpu_layers=0 to run on the CPU");
+    } catch (const std::runtime_error& e) {  // CUDA errors while uploading
+        throw std::runtime_error("n_gpu_layers=" + std::to_string(options.n_gpu_layers) + ": " + e.what());
+    }
+    cache_.set_external_layers(o.first_layer, &refill_offloaded, offload_.get());
+}
+
+void Model::run_batch(const int32_t* tokens, int64_t n, int64_t first_output) {
+    forward_.run(tokens, n, n_past_, first_output, pool_, path_);
+    if (offload_) offload_->run(forward_.hidden(), n, n_past_, first_output);
+    n_past_ += n;
+}
+
+void Model::batch_logits(int64_t r0, int64_t r1, float* out) {
+    if (offload_ && offload_->info().output) {
+        offload_->logits(r0, r1, out);
+        return;
+    }
+    // Offloaded layers, output head on the CPU: the final rows come back first.
+    if (offload_) offload_->final_hidden(r0, r1, forward_.hidden() + r0 * hp_.n_embd);
+    forward_.logits(r0, r1, out, pool_, path_);
+}
 
 void Model::check_tokens(const int32_t* tokens, int64_t n) const {
     if (n_past_ + n > cache_.n_ctx())
@@ -104,12 +150,8 @@ void Model::eval(const int32_t* tokens, int64_t n, LogitsMode mode, float* logit
         const int64_t nb = std::min(n_batch_, n - b0);
         const bool last_batch = b0 + nb == n;
         const int64_t first_output = mode == LogitsMode::All ? 0 : mode == LogitsMode::Last && last_batch ? nb - 1 : nb;
-        forward_.run(tokens + b0, nb, n_past_, first_output, pool_, path_);
-        n_past_ += nb;
-        if (first_output < nb) {
-            float* rows = mode == LogitsMode::All ? logits + b0 * hp_.n_vocab : logits;
-            forward_.logits(first_output, nb, rows, pool_, path_);
-        }
+        run_batch(tokens + b0, nb, first_output);
+        if (first_output < nb) batch_logits(first_output, nb, mode == LogitsMode::All ? logits + b0 * hp_.n_vocab : logits);
     }
 }
 
@@ -125,11 +167,10 @@ void Model::nll(const int32_t* tokens, int64_t n, int64_t first, double* out) {
         // Rows b0 + r of this batch with a next token to score: r in [row_begin, row_end).
         const int64_t row_begin = std::clamp<int64_t>(first - b0, 0, nb);
         const int64_t row_end = std::max(row_begin, std::min(nb, n - 1 - b0));
-        forward_.run(tokens + b0, nb, n_past_, row_begin, pool_, path_);
-        n_past_ += nb;
+        run_batch(tokens + b0, nb, row_begin);
         for (int64_t r0 = row_begin; r0 < row_end; r0 += kNllLogitRows) {
             const int64_t r1 = std::min(row_end, r0 + kNllLogitRows);
-            forward_.logits(r0, r1, nll_logits_.data(), pool_, path_);
+            batch_logits(r0, r1, nll_logits_.data());
             pool_.parallel_for(r1 - r0, [&](int64_t begin, int64_t end) {
                 for (int64_t r = begin; r < end; ++r) {
                     const float* row = nll_logits_.data() + r * hp_.n_vocab;
@@ -158,6 +199,7 @@ void Model::read_kv(int64_t layer, KVKind kind, int64_t head, int64_t t, int64_t
     std::lock_guard<std::mutex> lock(mutex_);
     if (layer < 0 || layer >= hp_.n_layer || head < 0 || head >= hp_.n_head_kv || t < 0 || n < 0 || t + n > n_past_)
         throw InvalidArgument("read_kv: layer, head or positions out of range");
+    if (offload_ && cache_.is_external(layer)) offload_->copy_layer_to_host(layer);
     cache_.read(layer, kind, head, t, n, out);
 }
 

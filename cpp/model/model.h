@@ -16,6 +16,7 @@
 #include "kv/kv_codebooks.h"
 #include "model/forward.h"
 #include "model/hparams.h"
+#include "model/layer_offload.h"
 #include "model/model_weights.h"
 
 namespace decollama {
@@ -33,6 +34,10 @@ struct ModelOptions {
     // Quantized weights meet fp32 activations (dequantized a row tile at a time) instead of
     // activations quantized to q8_*: slower, close to a dequantize-then-fp32 reference.
     bool precise_activations = false;
+    // Layers on the GPU, llama.cpp's -ngl: the last min(N, n_layer); N > n_layer or -1 also the
+    // final norm and output head. The token embedding and the other layers stay on the CPU.
+    int n_gpu_layers = 0;
+    OffloadBackend offload_backend = OffloadBackend::Cuda;  // HostTwin: tests without a GPU
 };
 
 enum class LogitsMode { None, Last, All };
@@ -72,11 +77,17 @@ public:
     // evaluates the tokens from there again.
     int64_t truncate(int64_t n);
     const KVCodebooks* kv_codebooks() const { return codebooks_.get(); }
+    // The offloaded layers, or null when everything runs on the CPU.
+    const LayerOffload* offload() const { return offload_.get(); }
     // Decodes positions [t, t + n) of one stored stream (as attention reads them).
     void read_kv(int64_t layer, KVKind kind, int64_t head, int64_t t, int64_t n, float* out);
 
 private:
     void check_tokens(const int32_t* tokens, int64_t n) const;
+    // One forward batch through the CPU layers and then the offloaded ones.
+    void run_batch(const int32_t* tokens, int64_t n, int64_t first_output);
+    // Logit rows [r0, r1) of the last batch, from wherever its final rows are.
+    void batch_logits(int64_t r0, int64_t r1, float* out);
 
     CpuPath path_;  // first: the options are checked before the file is read
     int64_t n_batch_;
@@ -88,6 +99,7 @@ private:
     std::unique_ptr<KVCodebooks> codebooks_;  // before cache_: its streams point into it
     KVCache cache_;
     Forward forward_;
+    std::unique_ptr<LayerOffload> offload_;  // after cache_ and forward_: it points at both
     std::vector<float> nll_logits_;  // a few logit rows for nll(), allocated on first use
     std::atomic<int64_t> n_past_{0};  // written under mutex_; read without it (a property)
     std::mutex mutex_;
