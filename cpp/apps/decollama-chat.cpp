@@ -162,7 +162,7 @@ const std::vector<Flag>& flags() {
          [](Options& o, auto& f, auto& v) { o.run.n_threads = int(to_int(f, v, 0, 4096)); }},
         {{"-b", "--batch-size"}, "N", "prompt tokens per forward pass (default 512)",
          [](Options& o, auto& f, auto& v) { o.run.n_batch = to_int(f, v, 1); }},
-        {{"-ngl", "--n-gpu-layers", "--gpu-layers"}, "N", "layers on the GPU; only 0 in this version (default 0)",
+        {{"-ngl", "--n-gpu-layers", "--gpu-layers"}, "N", "layers on the GPU, the last N (-1 or > n_layer: all and the output head; default 0)",
          [](Options& o, auto& f, auto& v) { o.run.n_gpu_layers = int(to_int(f, v, -1, 1 << 20)); }},
         {{"--kv"}, "FMT",
          "KV-cache format for K and V (default f16); a comma list gives one per layer; k:FMT,v:FMT sets K and V "

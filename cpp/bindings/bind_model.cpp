@@ -401,6 +401,20 @@ nb::tuple kv_codec_attend_multi(const std::string& name, const std::string& op, 
     throw InvalidArgument("kv_codec_attend_multi: op must be 'scores' or 'accumulate'");
 }
 
+nb::object offload_info(const Model& self) {
+    if (!self.offload()) return nb::none();
+    const OffloadInfo i = self.offload()->info();
+    nb::dict d;
+    d["device"] = i.device;
+    d["first_layer"] = i.first_layer;
+    d["n_layers"] = i.n_layers;
+    d["output"] = i.output;
+    d["weight_bytes"] = i.weight_bytes;
+    d["kv_bytes"] = i.kv_bytes;
+    d["scratch_bytes"] = i.scratch_bytes;
+    return d;
+}
+
 }  // namespace
 
 void bind_model(nb::module_& m) {
@@ -411,7 +425,7 @@ void bind_model(nb::module_& m) {
             [](Model* self, const std::string& path, int64_t n_ctx, int n_threads, int64_t n_batch,
                const FormatNames& kv_k, const FormatNames& kv_v, const std::string& cpu_path,
                bool precise_activations, int64_t kv_window, const std::string& kv_codebook,
-               bool track_query_energy) {
+               bool track_query_energy, int n_gpu_layers, const std::string& offload_backend) {
                 ModelOptions o;
                 o.n_ctx = n_ctx;
                 o.n_threads = n_threads;
@@ -423,18 +437,27 @@ void bind_model(nb::module_& m) {
                 o.kv_window = kv_window;
                 o.kv_codebook = kv_codebook;
                 o.track_query_energy = track_query_energy;
+                o.n_gpu_layers = n_gpu_layers;
+                if (offload_backend == "cuda")
+                    o.offload_backend = OffloadBackend::Cuda;
+                else if (offload_backend == "host-twin")
+                    o.offload_backend = OffloadBackend::HostTwin;
+                else
+                    throw InvalidArgument("offload_backend must be 'cuda' or 'host-twin', got '" + offload_backend + "'");
                 nb::gil_scoped_release no_gil;
                 new (self) Model(path, o);
             },
             "path"_a, "n_ctx"_a = 4096, "n_threads"_a = 0, "n_batch"_a = 512, "kv_k"_a = "f16", "kv_v"_a = "f16",
             "cpu_path"_a = "", "precise_activations"_a = false, "kv_window"_a = 0, "kv_codebook"_a = "",
-            "track_query_energy"_a = false,
+            "track_query_energy"_a = false, "n_gpu_layers"_a = 0, "offload_backend"_a = "cuda",
             "n_threads 0: physical cores. kv_k / kv_v: a KV format name for every layer, or a list with one per "
             "layer. cpu_path '': the default kernel path (DECOLLAMA_CPU honoured). precise_activations: quantized "
             "weights are dequantized a few rows at a time and dotted with the fp32 activations instead of "
             "quantizing the activations to q8_* (slower; close to a dequantize-then-fp32 reference). kv_window: newest "
             "positions kept in fp16. kv_codebook: CQ codebook GGUF. track_query_energy: sum q^2 per layer, KV head "
-            "and channel (query_energy(), calibration).")
+            "and channel (query_energy(), calibration). n_gpu_layers: llama.cpp's -ngl, the last min(N, n_layer) "
+            "layers' weights and KV cache on the GPU; N > n_layer or -1 also the output head. offload_backend "
+            "'host-twin': the same offload program on host memory with the CPU kernels (tests without a GPU).")
         .def(
             "eval",
             [](Model& self, nb::handle tokens, const std::string& logits) {
@@ -497,6 +520,11 @@ void bind_model(nb::module_& m) {
         .def("kv_info", &kv_info,
              "KV cache layout: n_ctx, bytes_allocated, bytes_per_token, mean k/v bits_per_element and per-layer "
              "formats.")
+        .def_prop_ro("n_gpu_layers",
+                     [](const Model& self) -> int64_t { return self.offload() ? self.offload()->info().n_layers : 0; })
+        .def_prop_ro("offload_info", &offload_info,
+                     "None without offloaded layers; else dict: device, first_layer, n_layers, output (the output "
+                     "head offloaded), weight_bytes, kv_bytes, scratch_bytes.")
         .def_prop_ro("n_past", &Model::n_past)
         .def_prop_ro("n_ctx", &Model::n_ctx)
         .def_prop_ro("n_batch", &Model::n_batch)

@@ -39,7 +39,6 @@ void check_gpu_layers(int n_gpu_layers) {
                                  (info.gpu_unavailable_reason.empty() ? "no CUDA device found"
                                                                       : info.gpu_unavailable_reason) +
                                  "); use -ngl 0");
-    throw std::runtime_error(what + "GPU offload is not available in this version yet; use -ngl 0");
 }
 
 void check_file(const std::string& path, const char* what) {
@@ -73,6 +72,7 @@ ModelOptions model_options(const ChatToolOptions& o, const GGUFFile& file) {
     m.kv_v = o.kv_v.empty() ? o.kv : o.kv_v;
     if (o.kv_window) m.kv_window = *o.kv_window;
     if (o.kv_codebook) m.kv_codebook = *o.kv_codebook;
+    m.n_gpu_layers = o.n_gpu_layers;
     return m;
 }
 
@@ -158,6 +158,13 @@ int run_chat_tool(const ChatToolOptions& o) {
         std::cerr << kProg << ": " << o.model << ": " << hp.arch_name << ", " << hp.n_layer << " layers, n_embd "
                   << hp.n_embd << ", n_vocab " << hp.n_vocab << ", n_ctx " << model->n_ctx() << ", "
                   << model->n_threads() << " threads, " << cpu_path_name(model->cpu_path()) << " kernels\n";
+        if (const LayerOffload* off = model->offload()) {
+            const OffloadInfo i = off->info();
+            std::cerr << kProg << ": layers " << i.first_layer << "-" << i.first_layer + i.n_layers - 1
+                      << (i.output ? " and the output head" : "") << " on " << i.device << ": weights "
+                      << (i.weight_bytes >> 20) << " MiB, KV " << (i.kv_bytes >> 20) << " MiB, scratch "
+                      << (i.scratch_bytes >> 20) << " MiB\n";
+        }
     }
     Generator gen(*model, tokenizer, sampling);
     InterruptHandler interrupt;

@@ -122,6 +122,10 @@ class Llama:
     precise_activations: quantized weights meet fp32 activations (dequantized a few rows at a time)
     instead of q8_* activations: slower, closer to a dequantize-then-fp32 reference such as
     transformers. Not thread-safe: use one Llama per thread.
+    n_gpu_layers: llama.cpp's -ngl on a CUDA build: the last min(N, n_layer) layers keep their
+    weights and KV cache (in the chosen formats) on the GPU; N > n_layer or -1 also puts the final
+    norm and output head there. The token embedding and the remaining layers run on the CPU.
+    Without CUDA or a usable GPU, N != 0 raises ValueError naming the reason.
 
     KV cache (decollama.kv_config; formats of this build: [f["name"] for f in _core.kv_formats()]):
       kv        "f16" (default), any format name for K and V ("q8_0", "deco4", ...);
@@ -159,7 +163,7 @@ class Llama:
         n_threads = 0 if n_threads is None else _as_int("n_threads", n_threads, 1)
         self._seed = self._check_seed(seed)
         self._last_n = _as_int("last_n_tokens_size", last_n_tokens_size, -1)
-        _check_gpu_layers(n_gpu_layers)
+        n_gpu_layers = _check_gpu_layers(n_gpu_layers)
         self.verbose = bool(verbose)
 
         kv_settings = kv_config.resolve(kv, kv_k, kv_v, kv_window, kv_codebook, type_k, type_v)
@@ -175,7 +179,8 @@ class Llama:
             self._model = _core.Model(path, n_ctx=self._n_ctx, n_threads=n_threads, n_batch=n_batch,
                                       kv_k=k_formats, kv_v=v_formats, kv_window=kv_settings.window,
                                       kv_codebook=kv_settings.codebook or "",
-                                      precise_activations=bool(precise_activations))
+                                      precise_activations=bool(precise_activations),
+                                      n_gpu_layers=n_gpu_layers)
         except ValueError as e:
             msg = str(e)
             if type(e) is ValueError and ("KV" in msg or "kv_" in msg or "codebook" in msg):  # name the arguments
@@ -199,6 +204,13 @@ class Llama:
                   f"kv={self._model.kv_info()}", file=sys.stderr)
             if self.kv_plan is not None:
                 print(f"decollama: {self.kv_plan}", file=sys.stderr)
+            off = self._model.offload_info
+            if off is not None:
+                mib = 1 << 20
+                print(f"decollama: offloaded layers {off['first_layer']}-{off['first_layer'] + off['n_layers'] - 1}"
+                      f"{' and the output head' if off['output'] else ''} to {off['device']}: "
+                      f"weights {off['weight_bytes'] / mib:.1f} MiB, KV {off['kv_bytes'] / mib:.1f} MiB, "
+                      f"scratch {off['scratch_bytes'] / mib:.1f} MiB", file=sys.stderr)
 
     # ---- model facts ---------------------------------------------------------------------------
 
@@ -584,10 +596,12 @@ class Llama:
         yield {**chunk({}, run.finish_reason), "usage": _usage(run)}
 
 
-def _check_gpu_layers(n_gpu_layers: Any) -> None:
+def _check_gpu_layers(n_gpu_layers: Any) -> int:
+    """n_gpu_layers as an int, checked before the model is read: this build must have CUDA and a
+    usable GPU (the core checks the rest: kernels, memory)."""
     n = _as_int("n_gpu_layers", n_gpu_layers, -1)
     if n == 0:
-        return
+        return n
     info = _core.system_info()
     if not info["cuda_compiled"]:
         raise ValueError(f"n_gpu_layers={n}: this build of decollama has no CUDA backend (build with "
@@ -595,8 +609,7 @@ def _check_gpu_layers(n_gpu_layers: Any) -> None:
     if not info["gpus"]:
         reason = info.get("gpu_unavailable_reason") or "no CUDA device found"
         raise ValueError(f"n_gpu_layers={n}: no usable GPU ({reason}); use n_gpu_layers=0 to run on the CPU")
-    raise ValueError(f"n_gpu_layers={n}: GPU offload is not available in this version yet; "
-                     f"use n_gpu_layers=0 to run on the CPU")
+    return n
 
 
 def _offset(entries: list[dict[str, Any]], start: int) -> list[dict[str, Any]]:

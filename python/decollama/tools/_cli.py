@@ -70,6 +70,22 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
                         help="tokens per forward pass during prefill (default 512)")
 
 
+def gpu_layers(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= -1, got {text!r}") from None
+    if value < -1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= -1 (-1: every layer), got {value}")
+    return value
+
+
+def add_gpu_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-ngl", "--n-gpu-layers", dest="n_gpu_layers", type=gpu_layers, default=0, metavar="N",
+                        help="layers on the GPU, llama.cpp's -ngl: the last N; -1 or more than the model's "
+                             "layers: all and the output head (default 0; needs a CUDA build and a GPU)")
+
+
 def add_kv_args(parser: argparse.ArgumentParser, default: str = "f16") -> None:
     """--kv sets both caches; --kv-k / --kv-v override one of them."""
     parser.add_argument("--kv", default=default, help=f"KV-cache format for K and V (default {default})")

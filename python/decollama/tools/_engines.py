@@ -88,7 +88,8 @@ class LlamaCppEngine:
 
     name = "llama.cpp"
 
-    def __init__(self, model_path: str, n_ctx: int, n_threads: int, n_batch: int, kv_k: str, kv_v: str):
+    def __init__(self, model_path: str, n_ctx: int, n_threads: int, n_batch: int, kv_k: str, kv_v: str,
+                 n_gpu_layers: int = 0):
         try:
             import llama_cpp
         except ImportError:
@@ -103,7 +104,7 @@ class LlamaCppEngine:
                 model_path=model_path, n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_batch,
                 n_threads=n_threads, n_threads_batch=n_threads,
                 flash_attn=True, type_k=LLAMA_CPP_KV_TYPES[kv_k][0], type_v=LLAMA_CPP_KV_TYPES[kv_v][0],
-                verbose=False)
+                n_gpu_layers=n_gpu_layers, verbose=False)
         except (ValueError, RuntimeError) as e:
             raise UsageError(f"llama.cpp cannot load {model_path}: {e}") from None
         self.bos = self.llm.token_bos() if self.llm._model.add_bos_token() else None

@@ -19,6 +19,16 @@ share of a step estimated as ms/token(d) - ms/token(64 tokens deep), measured on
 (what grows with the context; the rest of a step does not depend on it).
 
     decollama-bench -m model.gguf --depths 512,4096,16384 --kv-list f16,q8_0,q4_0,k:deco4,v:deco2 --gen 64
+
+-ngl N puts the last N layers (-1: all and the output head) on the GPU (CUDA builds), for every mode.
+
+GPU attention bandwidth (--gpu-attention, CUDA builds with a GPU): for each format of --kv-list
+and depth of --depths, one decode step of the split-K attention kernel over a synthetic one-layer
+cache with the model's head geometry (random rows through the CPU writer), timed with CUDA events
+(median of --iters); the table gives the compressed K and V bytes the kernel reads, the effective
+bandwidth (bytes / time) and its share of the device's peak memory bandwidth.
+
+    decollama-bench -m model.gguf --gpu-attention --depths 8192,32768 --kv-list f16,q8_0,q4_0,deco4,deco2,cq2
 """
 import argparse
 import datetime
@@ -91,6 +101,15 @@ def bench_format(engines: list, depths: list, gen: int, repeats: int, seed: int,
                          "decode_tok_s": statistics.median(d for _, d in got)} for got in samples])
         bar.update(1)
     return results
+
+
+def gpu_note(args) -> str:
+    if not args.n_gpu_layers:
+        return ""
+    from decollama import _core
+
+    gpus = _core.system_info()["gpus"]
+    return f", -ngl {args.n_gpu_layers} on {gpus[0]['name'] if gpus else 'GPU'}"
 
 
 def _fmt(x, digits=1) -> str:
@@ -190,7 +209,8 @@ def run_depth_mode(args) -> int:
     # --kv-window / --kv-codebook apply to the formats measured, not to the f16 reference.
     configs = [(item, ppl.KVConfig() if item == "f16" else
                 ppl.kv_config(item, window=args.kv_window, codebook=args.kv_codebook)) for item in items]
-    engines = [ppl.NativeEngine(args.model, n_ctx, args.threads, args.batch, kv) for _, kv in configs]
+    engines = [ppl.NativeEngine(args.model, n_ctx, args.threads, args.batch, kv, n_gpu_layers=args.n_gpu_layers)
+               for _, kv in configs]
     tokens = bench_tokens(engines[0].n_vocab, engines[0].bos, need, args.seed)
     with tqdm(total=len(depths), desc="bench", unit="depth", file=sys.stderr) as bar:
         results = decode_at_depths(engines, tokens, depths, args.gen, repeats, bar)
@@ -206,13 +226,14 @@ def run_depth_mode(args) -> int:
                          "attention_ms": 1000.0 * (step - base_step), "baseline_ms_per_token": 1000.0 * base_step})
 
     if args.json:
-        print(json.dumps({"model": args.model, "threads": args.threads, "batch": args.batch, "gen": args.gen,
+        print(json.dumps({"model": args.model, "threads": args.threads, "n_gpu_layers": args.n_gpu_layers,
+                          "batch": args.batch, "gen": args.gen,
                           "repeats": repeats, "n_ctx": n_ctx, "baseline_depth": BASELINE_DEPTH,
                           "kv_window": args.kv_window, "kv_codebook": args.kv_codebook, "rows": rows}))
     else:
         date = datetime.date.today().isoformat()
         extra = "" if args.kv_window is None else f", --kv-window {args.kv_window} (not on the f16 reference)"
-        print(f"{date}, {args.model}: {args.threads} threads, batch {args.batch}, n_ctx {n_ctx}{extra}; decode "
+        print(f"{date}, {args.model}: {args.threads} threads{gpu_note(args)}, batch {args.batch}, n_ctx {n_ctx}{extra}; decode "
               f"at depth: median of {args.gen * repeats} single-token steps after filling the cache; "
               f"attention ms/token = ms/token at the depth − ms/token at depth {BASELINE_DEPTH}, same format"
               + ("; f16 added as the reference" if added_f16 else "") + "\n")
@@ -220,10 +241,71 @@ def run_depth_mode(args) -> int:
     return 0
 
 
+def gpu_attention_rows(core, items: list, depths: list, geometry: tuple, iters: int, kv_window: int) -> list:
+    """One row per (format, depth): gpu_attention_bench's timing, with the time ratio to f16."""
+    n_head, n_head_kv, head_dim = geometry
+    rows, f16_us = [], {}
+    for item in items:
+        kv = ppl.kv_config(item)
+        if kv.spec:
+            raise _cli.UsageError(f"--gpu-attention: {item!r}: plain K and V formats only (no auto:)")
+        for depth in depths:
+            try:
+                r = dict(core.gpu_attention_bench(kv.k, kv.v, depth, n_head, n_head_kv, head_dim, iters,
+                                                  kv_window))
+            except ValueError as e:
+                raise _cli.UsageError(f"--gpu-attention: {item}: {e}") from None
+            if item == "f16":
+                f16_us[depth] = r["median_us"]
+            rows.append({"kv": item, "depth": depth, **r, "peak_share": r["gbps"] / r["peak_gbps"],
+                         "vs_f16": f16_us[depth] / r["median_us"] if depth in f16_us else None})
+    return rows
+
+
+def gpu_attention_table(rows: list) -> str:
+    head = ["KV", "depth", "µs / step", "MiB read", "GB/s", "% of peak", "speed vs f16"]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for r in rows:
+        cells = [r["kv"], str(r["depth"]), f"{r['median_us']:.1f}", f"{r['bytes_read'] / 2**20:.2f}",
+                 f"{r['gbps']:.0f}", f"{100 * r['peak_share']:.0f}%", _fmt(r.get("vs_f16"), 2)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def run_gpu_attention_mode(args) -> int:
+    core = _cli.load_core()
+    info = core.system_info()
+    if not info["cuda_compiled"]:
+        raise _cli.UsageError("--gpu-attention: this build of decollama has no CUDA backend")
+    if not info["gpus"]:
+        raise _cli.UsageError(f"--gpu-attention: no usable GPU ({info.get('gpu_unavailable_reason') or 'none found'})")
+    try:
+        model = core.Model(args.model, n_ctx=64, n_threads=1, n_batch=8)
+    except (ValueError, RuntimeError, OSError) as e:
+        raise _cli.UsageError(f"{args.model}: {e}") from None
+    geometry = (int(model.n_head), int(model.n_head_kv), int(model.head_dim))
+    del model
+    items = ppl.split_kv_list(args.kv_list or args.kv, "--kv-list")
+    items = ["f16"] + [item for item in items if item != "f16"]
+    depths = list(dict.fromkeys(args.depths or args.depth))
+    rows = gpu_attention_rows(core, items, depths, geometry, args.iters, args.kv_window or 0)
+    device = info["gpus"][0]["name"] if info["gpus"] else "GPU"
+    if args.json:
+        print(json.dumps({"model": args.model, "device": device, "n_head": geometry[0], "n_head_kv": geometry[1],
+                          "head_dim": geometry[2], "iters": args.iters, "rows": rows}))
+    else:
+        print(f"{datetime.date.today().isoformat()}, {device}: decode attention of one layer, {geometry[0]} query / "
+              f"{geometry[1]} KV heads of {geometry[2]} ({args.model}), median of {args.iters} launches; bandwidth "
+              f"= compressed K and V bytes read / time\n")
+        print(gpu_attention_table(rows))
+    return 0
+
+
 def parse_args(argv):
     p = argparse.ArgumentParser(prog=PROG, description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     _cli.add_model_args(p)
+    _cli.add_gpu_args(p)
     p.add_argument("--depth", type=_cli.int_list, default=[512],
                    help="context depths, comma-separated (default 512)")
     p.add_argument("--gen", type=_cli.positive_int, default=64, help="tokens decoded per measurement (default 64)")
@@ -240,6 +322,10 @@ def parse_args(argv):
                    help="decode-at-depth table for these depths (e.g. 512,4096,16384): see above")
     p.add_argument("--kv-list", default=None,
                    help="decode-at-depth table for these KV settings (e.g. f16,q8_0,k:deco4,v:deco2,auto:3)")
+    p.add_argument("--gpu-attention", action="store_true",
+                   help="GPU attention bandwidth table for --kv-list and --depths (see above)")
+    p.add_argument("--iters", type=_cli.positive_int, default=50,
+                   help="--gpu-attention: timed launches per cell (default 50)")
     ppl.add_kv_extra_args(p)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     args = p.parse_args(argv)
@@ -253,6 +339,8 @@ def _main(argv) -> int:
 
     args = parse_args(argv)
     _cli.existing_file(args.model, "model file")
+    if args.gpu_attention:
+        return run_gpu_attention_mode(args)
     if args.depths is not None or args.kv_list is not None:
         return run_depth_mode(args)
     args.repeats = args.repeats or 3
@@ -276,10 +364,10 @@ def _main(argv) -> int:
         vs = False
 
     def ours(kv):
-        return ppl.NativeEngine(args.model, n_ctx, args.threads, args.batch, kv)
+        return ppl.NativeEngine(args.model, n_ctx, args.threads, args.batch, kv, n_gpu_layers=args.n_gpu_layers)
 
     def theirs(k, v):
-        return LlamaCppEngine(args.model, n_ctx, args.threads, args.batch, k, v)
+        return LlamaCppEngine(args.model, n_ctx, args.threads, args.batch, k, v, n_gpu_layers=args.n_gpu_layers)
 
     rows = []
     with tqdm(total=len(kvs) * len(depths), desc="bench", unit="cell", file=sys.stderr) as bar:
@@ -302,12 +390,13 @@ def _main(argv) -> int:
             del engines
 
     if args.json:
-        print(json.dumps({"model": args.model, "threads": args.threads, "batch": args.batch, "gen": args.gen,
+        print(json.dumps({"model": args.model, "threads": args.threads, "n_gpu_layers": args.n_gpu_layers,
+                          "batch": args.batch, "gen": args.gen,
                           "repeats": args.repeats, "n_ctx": n_ctx, "vs_llama_cpp": vs, "rows": rows}))
     else:
         date = datetime.date.today().isoformat()
         ratio = "; ratio = decollama / llama.cpp" if vs else ""
-        print(f"{date}, {args.model}: {args.threads} threads, batch {args.batch}, decode {args.gen} tokens, "
+        print(f"{date}, {args.model}: {args.threads} threads{gpu_note(args)}, batch {args.batch}, decode {args.gen} tokens, "
               f"medians of {args.repeats}{ratio}\n")
         print(markdown_table(rows, vs))
     return 0

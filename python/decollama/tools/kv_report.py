@@ -154,6 +154,7 @@ def parse_args(argv):
     p = argparse.ArgumentParser(prog=PROG, description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     _cli.add_model_args(p)
+    _cli.add_gpu_args(p)
     p.add_argument("-f", "--file", required=True, help="text file to evaluate (e.g. wiki.test.raw)")
     p.add_argument("--formats", default="f16,q8_0,q4_0",
                    help="KV-cache formats, comma-separated (default f16,q8_0,q4_0): NAME, K/V, "
@@ -204,7 +205,8 @@ def _main(argv) -> int:
     first = args.ctx // 2
 
     def native(kv):
-        return ppl.make_engine("decollama", args.model, args.ctx, args.threads, args.batch, kv)
+        return ppl.make_engine("decollama", args.model, args.ctx, args.threads, args.batch, kv,
+                               n_gpu_layers=args.n_gpu_layers)
 
     others = [(name, ppl.kv_config(name, window=args.kv_window, codebook=args.kv_codebook))
               for name in formats if name != "f16"]
@@ -245,7 +247,7 @@ def _main(argv) -> int:
         llama_base = None
         for name in LLAMA_CPP_FORMATS:
             engine = ppl.make_engine("llama-cpp", args.model, args.ctx, args.threads, args.batch,
-                                     ppl.KVConfig(k=name, v=name))
+                                     ppl.KVConfig(k=name, v=name), n_gpu_layers=args.n_gpu_layers)
             if llama_base is None:
                 recorder, vs_ours = ppl.KLDRecorder(engine.n_vocab, args.kld_top_k, args.kld_tail_samples), \
                     ppl.KLDComparer(base)

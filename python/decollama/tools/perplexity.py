@@ -287,13 +287,16 @@ def core_model_kwargs(core, kv: KVConfig, plan=None) -> dict:
 class NativeEngine(DecollamaEngine):
     """decollama, built from a KVConfig, with chunk_logits for the KL divergence."""
 
-    def __init__(self, model_path: str, n_ctx: int, n_threads: int, n_batch: int, kv: KVConfig):
+    def __init__(self, model_path: str, n_ctx: int, n_threads: int, n_batch: int, kv: KVConfig,
+                 n_gpu_layers: int = 0):
         core = _cli.load_core()
         _cli.existing_file(model_path, "model file")
         self.kv_plan = plan_auto(model_path, kv, n_threads) if kv.spec else None
         kwargs = core_model_kwargs(core, kv, self.kv_plan)
         try:
             self.tokenizer = core.Tokenizer(model_path)
+            if n_gpu_layers:
+                kwargs["n_gpu_layers"] = n_gpu_layers
             self.model = core.Model(model_path, n_ctx, n_threads, n_batch, **kwargs)
         except (ValueError, RuntimeError, OSError) as e:  # a bad file or option, named in e
             raise _cli.UsageError(f"{model_path}: {e}") from None
@@ -362,11 +365,12 @@ class NativeEngine(DecollamaEngine):
 class LlamaCppLogitsEngine(LlamaCppEngine):
     """llama.cpp (llama-cpp-python) with chunk_logits; the plain K and V cache types only."""
 
-    def __init__(self, model_path: str, n_ctx: int, n_threads: int, n_batch: int, kv: KVConfig):
+    def __init__(self, model_path: str, n_ctx: int, n_threads: int, n_batch: int, kv: KVConfig,
+                 n_gpu_layers: int = 0):
         if kv.spec or kv.window is not None or kv.codebook is not None:
             raise _cli.UsageError("the llama.cpp engine takes plain cache types only "
                                   f"({', '.join(LLAMA_CPP_KV_TYPES)}): no auto:, --kv-window, --kv-codebook")
-        super().__init__(model_path, n_ctx, n_threads, n_batch, kv.k, kv.v)
+        super().__init__(model_path, n_ctx, n_threads, n_batch, kv.k, kv.v, n_gpu_layers=n_gpu_layers)
         self.kv = kv
 
     @property
@@ -399,9 +403,10 @@ class LlamaCppLogitsEngine(LlamaCppEngine):
                     yield out[r0:r0 + LOGIT_ROWS].copy()
 
 
-def make_engine(engine: str, model_path: str, n_ctx: int, n_threads: int, n_batch: int, kv: KVConfig):
+def make_engine(engine: str, model_path: str, n_ctx: int, n_threads: int, n_batch: int, kv: KVConfig,
+                n_gpu_layers: int = 0):
     cls = LlamaCppLogitsEngine if engine == "llama-cpp" else NativeEngine
-    return cls(model_path, n_ctx, n_threads, n_batch, kv)
+    return cls(model_path, n_ctx, n_threads, n_batch, kv, n_gpu_layers=n_gpu_layers)
 
 
 def kv_summary(engine) -> dict:
@@ -674,6 +679,7 @@ def parse_args(argv):
     p = argparse.ArgumentParser(prog=PROG, description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     _cli.add_model_args(p)
+    _cli.add_gpu_args(p)
     p.add_argument("-f", "--file", required=True, help="text file to evaluate (e.g. wiki.test.raw)")
     p.add_argument("-c", "--ctx", type=_cli.positive_int, default=None,
                    help="tokens per chunk (default 512, or the --kld base's)")
@@ -736,7 +742,7 @@ def _main(argv) -> int:
             raise _cli.UsageError(f"--kld-base: no such directory: {folder}")
     text = read_text(args.file, args.keep_crlf)
     kv = kv_config_from_args(args)
-    engine = make_engine(args.engine, args.model, ctx, args.threads, args.batch, kv)
+    engine = make_engine(args.engine, args.model, ctx, args.threads, args.batch, kv, n_gpu_layers=args.n_gpu_layers)
 
     tokens = engine.tokenize(text)
     n_chunks, warning = count_chunks(len(tokens), ctx, requested)
