@@ -24,6 +24,7 @@ import pytest
 
 import decollama
 from decollama import chat_templates
+from gpu_support import gpu_available
 
 PACKAGE_DIR = pathlib.Path(decollama.__file__).resolve().parent
 THREADS = "1"  # the test machine's cores are shared: one thread decodes fastest there
@@ -347,10 +348,15 @@ def test_help_and_version():
 
 
 def test_gpu_layers(gemma_path):
-    proc = run_chat("-m", gemma_path, "-ngl", 1, "-p", "hi", check=False)
-    assert proc.returncode == 1
-    assert "-ngl 1:" in proc.stderr and "-ngl 0" in proc.stderr
-    run_chat("-m", gemma_path, "-ngl", 0, "-c", 64, "-t", THREADS, "-p", "hi", "-n", 1)
+    args = ("-m", gemma_path, "-c", 128, "-t", THREADS, "-p", "The capital of France is", "--no-chat", "-n", 3,
+            "--temp", 0)
+    on_cpu = answer_of(run_chat(*args, "-ngl", 0).stdout)
+    if not gpu_available():
+        proc = run_chat(*args, "-ngl", 1, check=False)
+        assert proc.returncode == 1
+        assert "-ngl 1:" in proc.stderr and "-ngl 0" in proc.stderr
+        return
+    assert answer_of(run_chat(*args, "-ngl", -1).stdout) == on_cpu  # near ties aside, the same greedy answer
 
 
 def test_kv_window_and_codebook(gemma_path, tmp_path):

@@ -11,6 +11,7 @@ import pytest
 import decollama
 from decollama import Llama
 from decollama._native import core
+from gpu_support import gpu_available
 
 tiny_models = pytest.importorskip("tiny_models")
 
@@ -429,6 +430,7 @@ def test_kv_formats_reach_the_cache(gemma_tiny_path):
         Llama(gemma_tiny_path, kv="bogus")
 
 
+@pytest.mark.skipif(gpu_available(), reason="checks the error of a machine without a usable GPU")
 def test_gpu_layers_without_a_usable_gpu(tiny_path):
     with pytest.raises(ValueError, match="n_gpu_layers=1"):
         Llama(tiny_path, n_gpu_layers=1)
