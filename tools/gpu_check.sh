@@ -37,8 +37,8 @@ python -m decollama.tools.bench -m "$model" --gpu-attention --depths 8192,32768 
        --kv-codebook "$out/codebooks.gguf" | tee "$out/attention-bandwidth.md" || status=1
 python -m decollama.tools.bench -m "$model" -ngl -1 --depths 512,4096,16384 --kv-list "$formats" --gen 64 \
        --kv-codebook "$out/codebooks.gguf" | tee "$out/decode-depths.md" || status=1
-python -m decollama.tools.bench -m "$model" -ngl -1 --depth 512,4096 --gen 64 --kv f16,q8_0,q4_0 \
-       | tee "$out/prompt-decode.md" || status=1
+python -m decollama.tools.bench -m "$model" -ngl -1 --depth 512,4096 --gen 64 --kv "$formats" \
+       --kv-codebook "$out/codebooks.gguf" | tee "$out/prompt-decode.md" || status=1
 python -m decollama.tools.perplexity -m "$model" -f "$text" -c 512 --chunks 40 --kv f16 -ngl -1 --no-progress \
        | tee "$out/perplexity-f16.txt" || status=1
 exit $status
