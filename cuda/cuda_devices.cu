@@ -8,12 +8,15 @@ std::vector<GpuInfo> list_devices() {
     std::vector<GpuInfo> out;
     int n = 0;
     if (cudaGetDeviceCount(&n) != cudaSuccess) {
-        cudaGetLastError();  // clear the sticky "no driver" error
+        cudaGetLastError();  // clear the "no driver" error, so the next launch check reports its own
         return out;
     }
     for (int i = 0; i < n; ++i) {
         cudaDeviceProp p{};
-        if (cudaGetDeviceProperties(&p, i) != cudaSuccess) continue;
+        if (cudaGetDeviceProperties(&p, i) != cudaSuccess) {
+            cudaGetLastError();  // likewise: not a later kernel launch's error
+            continue;
+        }
         out.push_back({i, p.name, p.major, p.minor, p.totalGlobalMem});
     }
     return out;

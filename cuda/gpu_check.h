@@ -18,7 +18,9 @@ public:
 
 inline void cuda_check(cudaError_t err, const char* what, const char* file, int line) {
     if (err == cudaSuccess) return;
-    cudaGetLastError();  // clear a sticky error so later calls report their own
+    // Clears a recoverable error so later calls report their own; a fault in a kernel (illegal
+    // address, ...) cannot be cleared: the context is lost and every later call fails.
+    cudaGetLastError();
     throw CudaError(std::string("CUDA error in ") + what + " (" + file + ":" + std::to_string(line) +
                     "): " + cudaGetErrorString(err));
 }

@@ -41,4 +41,12 @@ python -m decollama.tools.bench -m "$model" -ngl -1 --depth 512,4096 --gen 64 --
        --kv-codebook "$out/codebooks.gguf" | tee "$out/prompt-decode.md" || status=1
 python -m decollama.tools.perplexity -m "$model" -f "$text" -c 512 --chunks 40 --kv f16 -ngl -1 --no-progress \
        | tee "$out/perplexity-f16.txt" || status=1
+# GPU_CHECK_SANITIZER=1: the attention and KV-store kernel tests again under compute-sanitizer
+# (barriers and bounds; slow).
+if [ "${GPU_CHECK_SANITIZER:-0}" = 1 ] && command -v compute-sanitizer > /dev/null; then
+  for tool in memcheck racecheck; do
+    compute-sanitizer --tool "$tool" --error-exitcode 3 python -m pytest -q -m cuda -x \
+      tests/test_gpu_attention.py tests/test_gpu_kv_store.py > "$out/sanitizer-$tool.txt" 2>&1 || status=1
+  done
+fi
 exit $status
