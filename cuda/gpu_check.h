@@ -76,6 +76,7 @@ private:
 };
 
 // Blocks of `threads` covering n items.
-inline unsigned grid_for(long long n, int threads) { return unsigned((n + threads - 1) / threads); }
+inline long long blocks_for(long long n, int threads) { return (n + threads - 1) / threads; }
+inline unsigned grid_for(long long n, int threads) { return unsigned(blocks_for(n, threads)); }
 
 }  // namespace decollama::gpu

@@ -50,7 +50,6 @@ public:
     void zero(void* p, size_t bytes) {
         if (bytes) DL_CUDA_CHECK(cudaMemsetAsync(p, 0, bytes, kStream));
     }
-    void synchronize() { DL_CUDA_CHECK(cudaStreamSynchronize(kStream)); }
 
     void rms_norm(const float* x, int64_t xs, const float* w, int64_t rows, int64_t dim, float eps, float* y,
                   int64_t ys) {

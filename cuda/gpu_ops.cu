@@ -22,7 +22,7 @@ constexpr int kElementwiseThreads = 256;
 constexpr long long kMaxBlocks = 1 << 16;
 
 unsigned capped_grid(long long n, int threads) {
-    return unsigned(std::min<long long>(grid_for(n, threads), kMaxBlocks));
+    return unsigned(std::min(blocks_for(n, threads), kMaxBlocks));  // capped before narrowing
 }
 
 void require(bool ok, const char* op, const std::string& what) {
@@ -118,6 +118,10 @@ void gpu_rms_norm(const float* x, int64_t x_stride, const float* w, int64_t n_ro
     require(n_rows >= 0 && dim >= 0, "gpu_rms_norm", "negative size");
     require(x_stride >= dim && y_stride >= dim, "gpu_rms_norm", "row stride shorter than dim");
     if (n_rows == 0 || dim == 0) return;
+    // In place is safe (each block reads its rows before writing them); other overlaps race.
+    const float *x_end = x + (n_rows - 1) * x_stride + dim, *y_end = y + (n_rows - 1) * y_stride + dim;
+    require(y == x ? y_stride == x_stride : (y_end <= x || x_end <= y), "gpu_rms_norm",
+            "y overlaps x other than in place");
     // Enough threads for one element each up to 1024 (a decode step is a single row: one block).
     const int threads = int(std::min<int64_t>((dim + kWarp - 1) / kWarp * kWarp, kMaxRmsThreads));
     const unsigned blocks = unsigned(std::min<int64_t>(n_rows, kMaxBlocks));

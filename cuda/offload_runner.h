@@ -7,7 +7,7 @@
 // B provides (pointers in its memory, calls in stream order):
 //   template <class T> class Buffer   resize(n), data(), size(), upload(host, n, at),
 //                                     download(host, n, at) const
-//   zero(p, bytes), synchronize(), check_memory(bytes, what), supports_weight(type), device_name()
+//   zero(p, bytes), check_memory(bytes, what), supports_weight(type), device_name()
 //   rms_norm(x, x_stride, w, rows, dim, eps, y, y_stride), rope(x, n_tokens, n_heads, head_dim,
 //   row_stride, cos, sin, n_rot, layout), scale(x, n, s), add(x, y, n), add_bias(x, b, rows, dim),
 //   glu(gate, up, n, act), softcap(x, n, cap), matmul(GpuMatrix, x, n_tokens, y)

@@ -52,7 +52,6 @@ public:
     bool supports_weight(GGMLType) const { return true; }  // the model's loader checked them
     void check_memory(size_t, const std::string&) const {}
     void zero(void* p, size_t bytes) { std::memset(p, 0, bytes); }
-    void synchronize() {}
 
     void rms_norm(const float* x, int64_t xs, const float* w, int64_t rows, int64_t dim, float eps, float* y,
                   int64_t ys) {
