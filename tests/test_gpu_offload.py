@@ -29,18 +29,12 @@ PPL_REL_TOL = 0.005
 
 @pytest.fixture(scope="module")
 def hd64_path(tmp_path_factory):
-    d = tiny_models.make_tiny_checkpoint("llama", tmp_path_factory.mktemp("gpu-llama-hd64"), head_dim=64)
-    return str(tiny_models.convert(d, tmp_path_factory.mktemp("gpu-gguf") / "hd64.gguf", "q8_0"))
+    return str(tiny_models.tiny_gguf("llama", "q8_0", tmp_path_factory, head_dim=64))
 
 
 @pytest.fixture(scope="module")
 def codebook_path(hd64_path, tmp_path_factory):
-    from decollama.tools import calibrate
-
-    out = tmp_path_factory.mktemp("gpu-codebook") / "codebooks.gguf"
-    assert calibrate.main(["-m", hd64_path, "-f", str(tiny_models.WIKITEXT), "-o", str(out), "--tokens", "512",
-                           "--offset-tokens", "0", "--ctx", "256", "--iters", "3", "--no-progress"]) == 0
-    return str(out)
+    return tiny_models.tiny_codebook(hd64_path, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -76,34 +70,33 @@ def differences(got, want):
     return out
 
 
-def assert_close(got, want, what, cpu_alt=None):
+def assert_close(got, want, what, cpu_alt):
     """got (GPU) vs want (CPU, fp32 activations); cpu_alt: the CPU with q8 activations, whose distance
     from want widens the bounds (see MAX_REL_ERR)."""
-    floor = differences(cpu_alt, want) if cpu_alt is not None else [(0.0, 1.0)] * len(want)
-    for i, ((err, agree), (err0, agree0)) in enumerate(zip(differences(got, want), floor)):
+    for i, ((err, agree), (err0, agree0)) in enumerate(zip(differences(got, want), differences(cpu_alt, want))):
         assert err < max(MAX_REL_ERR, 2 * err0), f"{what}: step {i} max error {err:.3g} of the logits' range " \
                                                  f"(CPU q8 vs fp32 activations: {err0:.3g})"
         assert agree >= min(MIN_ARGMAX_AGREEMENT, agree0 - 0.05), \
             f"{what}: step {i} argmax agrees on {agree:.1%} of rows (CPU paths: {agree0:.1%})"
 
 
-def run_all(path, n_gpu_layers, toks, **kw):
-    """(GPU, CPU fp32 activations, CPU q8 activations) logits of script(toks)."""
-    ref = core.Model(path, precise_activations=True, **kw)
+def gpu_and_cpu_models(path, n_gpu_layers, **kw):
+    """(GPU, CPU with fp32 activations, CPU with q8 activations), the offload as asked."""
     gpu = core.Model(path, n_gpu_layers=n_gpu_layers, **kw)
+    ref = core.Model(path, precise_activations=True, **kw)
     info = gpu.offload_info
     assert info is not None and info["device"] not in ("", "host twin")
     n_off = ref.n_layer if n_gpu_layers < 0 else min(n_gpu_layers, ref.n_layer)
     assert (info["first_layer"], info["n_layers"]) == (ref.n_layer - n_off, n_off)
     assert info["output"] == (n_gpu_layers < 0 or n_gpu_layers > ref.n_layer)
     assert info["weight_bytes"] > 0 and info["kv_bytes"] > 0
-    alt = core.Model(path, **kw)
-    return script(gpu, toks), script(ref, toks), script(alt, toks)
+    return gpu, ref, core.Model(path, **kw)
 
 
 def check(path, n_gpu_layers, n_tokens, what, seed=0, **kw):
-    toks = tokens(n_tokens, core.Model(path, n_ctx=8).n_vocab, seed)
-    got, want, alt = run_all(path, n_gpu_layers, toks, **kw)
+    models = gpu_and_cpu_models(path, n_gpu_layers, **kw)
+    toks = tokens(n_tokens, models[1].n_vocab, seed)
+    got, want, alt = (script(m, toks) for m in models)
     assert_close(got, want, what, alt)
 
 
@@ -113,8 +106,7 @@ def check(path, n_gpu_layers, n_tokens, what, seed=0, **kw):
 @pytest.mark.parametrize("arch", ["llama", "gemma3", "qwen3", "qwen2"])
 @pytest.mark.parametrize("ngl", [1, -1])
 def test_logits_every_family(arch, ngl, tmp_path_factory):
-    d = tiny_models.make_tiny_checkpoint(arch, tmp_path_factory.mktemp(f"gpu-{arch}"), head_dim=64)
-    path = str(tiny_models.convert(d, tmp_path_factory.mktemp("gpu-gguf") / f"{arch}.gguf", "f16"))
+    path = str(tiny_models.tiny_gguf(arch, "f16", tmp_path_factory, head_dim=64))
     check(path, ngl, 120, f"{arch} ngl={ngl}", n_ctx=160, n_threads=2, n_batch=48)
 
 
@@ -138,9 +130,8 @@ def test_truncate_refill_and_read_kv(hd64_path):
     """Truncate into the fp16 window (the GPU ring refilled from the blocks), then go on; read_kv of an
     offloaded layer copies the GPU's bytes back."""
     kw = dict(n_ctx=640, n_threads=2, n_batch=64, kv_k="deco2", kv_v="deco2", kv_window=40)
-    toks = tokens(600, core.Model(hd64_path, n_ctx=8).n_vocab, seed=3)
-    models = [core.Model(hd64_path, n_gpu_layers=1, **kw), core.Model(hd64_path, precise_activations=True, **kw),
-              core.Model(hd64_path, **kw)]
+    models = gpu_and_cpu_models(hd64_path, 1, **kw)
+    toks = tokens(600, models[1].n_vocab, seed=3)
     for m in models:
         m.eval(toks[:560], "none")
     kept = {m.truncate(530) for m in models}

@@ -42,9 +42,7 @@ def gemma_tiny_path(tmp_path_factory):
 @pytest.fixture(scope="module")
 def hd64_path(tmp_path_factory):
     """Llama 3 style, 2 layers, 4 query / 2 KV heads of size 64: every format fits."""
-    d = tiny_models.make_tiny_checkpoint("llama", tmp_path_factory.mktemp("tiny-llama-hd64"), head_dim=64)
-    out = tmp_path_factory.mktemp("gguf-llama-hd64") / "tiny-llama-hd64.gguf"
-    return str(tiny_models.convert(d, out, "f32"))
+    return str(tiny_models.tiny_gguf("llama", "f32", tmp_path_factory, head_dim=64))
 
 
 @pytest.fixture(scope="module")
@@ -52,12 +50,7 @@ def codebook_path(hd64_path, tmp_path_factory):
     """A cq codebook for hd64_path from decollama-calibrate (a few seconds on 512 tokens)."""
     if not CQ:
         pytest.skip("this core has no cq KV formats yet")
-    calibrate = pytest.importorskip("decollama.tools.calibrate")
-    out = tmp_path_factory.mktemp("codebook") / "codebooks.gguf"
-    rc = calibrate.main(["-m", hd64_path, "-f", str(tiny_models.WIKITEXT), "-o", str(out), "--tokens", "512",
-                         "--offset-tokens", "0", "--ctx", "256", "--iters", "3", "--no-progress", "-t", "1"])
-    assert rc == 0 and out.is_file()
-    return str(out)
+    return tiny_models.tiny_codebook(hd64_path, tmp_path_factory)
 
 
 def layer_formats(llm):

@@ -23,26 +23,18 @@ TWIN = dict(offload_backend="host-twin")
 @pytest.fixture(scope="module")
 def hd64_path(tmp_path_factory):
     """Llama 3 style, 2 layers, 4 query / 2 KV heads of size 64: every KV format fits."""
-    d = tiny_models.make_tiny_checkpoint("llama", tmp_path_factory.mktemp("offload-llama-hd64"), head_dim=64)
-    return str(tiny_models.convert(d, tmp_path_factory.mktemp("offload-gguf") / "hd64.gguf", "f32"))
+    return str(tiny_models.tiny_gguf("llama", "f32", tmp_path_factory, head_dim=64))
 
 
 @pytest.fixture(scope="module")
 def qwen2_hd32_path(tmp_path_factory):
     """Qwen2 (q/k/v biases), head size 32."""
-    d = tiny_models.make_tiny_checkpoint("qwen2", tmp_path_factory.mktemp("offload-qwen2"), head_dim=32)
-    return str(tiny_models.convert(d, tmp_path_factory.mktemp("offload-gguf") / "qwen2.gguf", "q8_0"))
+    return str(tiny_models.tiny_gguf("qwen2", "q8_0", tmp_path_factory, head_dim=32))
 
 
 @pytest.fixture(scope="module")
 def codebook_path(hd64_path, tmp_path_factory):
-    from decollama.tools import calibrate
-
-    out = tmp_path_factory.mktemp("offload-codebook") / "codebooks.gguf"
-    rc = calibrate.main(["-m", hd64_path, "-f", str(tiny_models.WIKITEXT), "-o", str(out), "--tokens", "512",
-                         "--offset-tokens", "0", "--ctx", "256", "--iters", "3", "--no-progress", "-t", "1"])
-    assert rc == 0
-    return str(out)
+    return tiny_models.tiny_codebook(hd64_path, tmp_path_factory)
 
 
 def tokens(n, n_vocab, seed=0):

@@ -350,25 +350,41 @@ def convert(model_dir, out_path, outtype: str = "f32") -> pathlib.Path:
     return converter().convert(model_dir, out_path, outtype)
 
 
-_checkpoints: dict[str, pathlib.Path] = {}
-_ggufs: dict[tuple[str, str], pathlib.Path] = {}
+_checkpoints: dict[tuple[str, int | None], pathlib.Path] = {}
+_ggufs: dict[tuple[str, str, int | None], pathlib.Path] = {}
 
 
-def tiny_checkpoint(arch: str, tmp_path_factory) -> pathlib.Path:
-    """Session-cached tiny checkpoint directory of `arch` (treat it as read-only)."""
-    if arch not in _checkpoints:
-        _checkpoints[arch] = make_tiny_checkpoint(arch, tmp_path_factory.mktemp(f"tiny-{arch}"))
-    return _checkpoints[arch]
+def tiny_checkpoint(arch: str, tmp_path_factory, head_dim: int | None = None) -> pathlib.Path:
+    """Session-cached tiny checkpoint directory of `arch`, optionally with another head size (treat
+    it as read-only)."""
+    key = (arch, head_dim)
+    if key not in _checkpoints:
+        overrides = {} if head_dim is None else {"head_dim": head_dim}
+        name = f"tiny-{arch}" + ("" if head_dim is None else f"-hd{head_dim}")
+        _checkpoints[key] = make_tiny_checkpoint(arch, tmp_path_factory.mktemp(name), **overrides)
+    return _checkpoints[key]
 
 
-def tiny_gguf(arch: str, outtype: str, tmp_path_factory) -> pathlib.Path:
-    """Session-cached GGUF conversion of tiny_checkpoint(arch) with --outtype `outtype`."""
-    key = (arch, outtype)
+def tiny_gguf(arch: str, outtype: str, tmp_path_factory, head_dim: int | None = None) -> pathlib.Path:
+    """Session-cached GGUF conversion of tiny_checkpoint(arch, head_dim) with --outtype `outtype`."""
+    key = (arch, outtype, head_dim)
     if key not in _ggufs:
-        src = tiny_checkpoint(arch, tmp_path_factory)
-        out = tmp_path_factory.mktemp(f"gguf-{arch}-{outtype}") / f"tiny-{arch}-{outtype}.gguf"
+        src = tiny_checkpoint(arch, tmp_path_factory, head_dim)
+        name = f"tiny-{arch}-{outtype}" + ("" if head_dim is None else f"-hd{head_dim}")
+        out = tmp_path_factory.mktemp(f"gguf-{name}") / f"{name}.gguf"
         _ggufs[key] = convert(src, out, outtype)
     return _ggufs[key]
+
+
+def tiny_codebook(model_path, tmp_path_factory) -> str:
+    """A cq codebook for a tiny model from decollama-calibrate (a few seconds on 512 tokens)."""
+    from decollama.tools import calibrate
+
+    out = tmp_path_factory.mktemp("codebook") / "codebooks.gguf"
+    rc = calibrate.main(["-m", str(model_path), "-f", str(WIKITEXT), "-o", str(out), "--tokens", "512",
+                         "--offset-tokens", "0", "--ctx", "256", "--iters", "3", "--no-progress", "-t", "1"])
+    assert rc == 0 and out.is_file()
+    return str(out)
 
 
 def copy_checkpoint(src, dst) -> pathlib.Path:
